@@ -1,0 +1,1 @@
+"""Vigil benchmarks. Run ``python -m bench --help``."""
