@@ -202,3 +202,23 @@ def _core(db: Database) -> None:
 def migrate(db: Database) -> None:
     """Apply every pending migration. Safe to call at every start."""
     MIGRATIONS.apply(db)
+
+
+@MIGRATIONS(name="0002_collector_runtime")
+def _collector_runtime(db: Database) -> None:
+    # Per-device answers to pushed rule bundles, and the exemption that kept a capture out of
+    # the queue (NULL = queued normally).
+    db.executescript(
+        """
+        CREATE TABLE rules_acks (
+            device_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            applied INTEGER NOT NULL,
+            error TEXT NOT NULL DEFAULT '',
+            at INTEGER NOT NULL,
+            PRIMARY KEY (device_id, version)
+        );
+        ALTER TABLE captures ADD COLUMN exemption_id INTEGER;
+        CREATE INDEX captures_received ON captures(received_at);
+        """
+    )

@@ -1,0 +1,135 @@
+"""``vigil-agent``: enroll, run, status, install-check. The only place logging is set up.
+
+Errors go to stderr as one clear message and exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import logging.handlers
+import signal
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import Config, ConfigError, load_config
+from .enrol import EnrolError, enroll
+from .paths import DataDir
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vigil-agent",
+        description="Vigil safeguarding agent. It runs visibly in your desktop session and "
+                    "watches window titles, typed phrases (matched in memory, never stored) "
+                    "and removable media against the school's rules.")
+    p.add_argument("--version", action="version", version=f"vigil-agent {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp: argparse.ArgumentParser, config: bool = True) -> None:
+        sp.add_argument("--data-dir", type=Path, help="where the agent keeps its key, "
+                        "certificates, rules and spool (default: the user data dir)")
+        if config:
+            sp.add_argument("--config", type=Path, help="TOML config file ([agent] table)")
+
+    e = sub.add_parser("enroll", help="enrol this device with a collector using a token",
+                       description="Make a device key here and exchange a one-time token "
+                       "for a device certificate.")
+    e.add_argument("--server", required=True, help="enrolment address HOST:PORT")
+    e.add_argument("--token", required=True, help="one-time enrolment token")
+    e.add_argument("--ca", required=True, type=Path, help="the collector's CA certificate")
+    e.add_argument("--collector", default="", help="stream address HOST:PORT (default: "
+                   "same host, enrolment port - 1)")
+    common(e, config=False)
+
+    r = sub.add_parser("run", help="run the agent in this desktop session",
+                       description="Watch, match, spool and stream captures until stopped.")
+    common(r)
+    r.add_argument("--collector", help="stream address HOST:PORT (overrides enrolment)")
+    r.add_argument("--verbose", action="store_true", help="log debug messages")
+
+    s = sub.add_parser("status", help="show what is monitored and the spool state",
+                       description="Read-only: works while the agent is running.")
+    common(s)
+
+    c = sub.add_parser("install-check", help="check display, keyboard and media access",
+                       description="Check this machine can run the agent.")
+    c.add_argument("--config", type=Path, help="TOML config file ([agent] table)")
+    return p
+
+
+def _setup_logging(data: DataDir, verbose: bool) -> None:
+    data.ensure()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    handlers.append(logging.handlers.RotatingFileHandler(
+        data.log, maxBytes=1_000_000, backupCount=2, encoding="utf-8"))
+    root = logging.getLogger()
+    for h in handlers:
+        h.setFormatter(fmt)
+        root.addHandler(h)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _run(data: DataDir, config: Config, verbose: bool) -> int:
+    from .runtime import AgentRuntime
+
+    _setup_logging(data, verbose)
+    runtime = AgentRuntime(data, config)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await runtime.run(stop)
+
+    asyncio.run(go())
+    logging.getLogger("agent").warning("Vigil agent stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "install-check":
+            from .status import install_check
+
+            ok, report = install_check(load_config(args.config))
+            print(report)
+            return 0 if ok else 1
+        data = DataDir.resolve(args.data_dir)
+        if args.command == "enroll":
+            device = enroll(data, args.server, args.token, args.ca, args.collector)
+            print(f"enrolled as {device.device_id}; collector {device.collector}; "
+                  f"data dir {data.root}")
+            return 0
+        config = load_config(args.config, {"collector": getattr(args, "collector", None)})
+        if args.command == "status":
+            from .status import status_report
+
+            print(status_report(data, config))
+            return 0
+        return _run(data, config, args.verbose)
+    except (ConfigError, EnrolError, UsageError) as exc:
+        print(f"vigil-agent: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:
+        print(f"vigil-agent: error: a required component is missing: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Agent configuration: defaults in code < TOML file < command-line flags.
+
+Every key is typed; a wrong key, a wrong type or a missing file raises :class:`ConfigError`
+naming the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_EXCLUDED_PROCESSES", "DEFAULT_EXCLUDED_WINDOWS", "Config", "ConfigError",
+           "load_config"]
+
+#: Window-title substrings (case-insensitive) where typed keys are never matched.
+DEFAULT_EXCLUDED_WINDOWS: tuple[str, ...] = (
+    "password", "passwort", "keepass", "1password", "bitwarden", "lastpass", "dashlane",
+    "sign in", "sign-in", "signin", "log in", "log-in", "login", "logon",
+)
+#: Process names (case-insensitive substrings) where typed keys are never matched.
+DEFAULT_EXCLUDED_PROCESSES: tuple[str, ...] = (
+    "keepass", "keepassxc", "1password", "bitwarden", "lastpass", "dashlane", "pinentry",
+    "gnome-keyring", "seahorse", "polkit", "ssh-askpass",
+)
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file, the key and what to do about it."""
+
+    def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
+                 hint: str = "") -> None:
+        self.file, self.key, self.hint = file, key, hint
+        where = ""
+        if file:
+            where += f"{file}: "
+        if key:
+            where += f"key '{key}': "
+        super().__init__(f"{where}{message}" + (f" ({hint})" if hint else ""))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every agent setting, with its default. Documented in docs/configuration.md."""
+
+    #: Collector stream address HOST:PORT (mTLS). Empty: the one recorded at enrolment.
+    collector: str = ""
+    #: Age band for rule selection; empty until enrolment/AgentConfig sets it.
+    group: str = ""
+    #: Maximum characters of context kept around a hit.
+    context_chars: int = 120
+    #: Screenshots only for rules that allow them and at or above this severity (1..5; 6 = off).
+    screenshot_min_severity: int = 4
+    heartbeat_seconds: int = 30
+    #: Same rule in the same window within this many seconds merges into one capture.
+    merge_seconds: int = 60
+    #: Typing context resets after this many seconds without a key.
+    idle_reset_seconds: int = 30
+    spool_max_bytes: int = 50 * 1024 * 1024
+    batch_size: int = 100
+    backoff_initial_seconds: float = 1.0
+    backoff_max_seconds: float = 60.0
+    excluded_windows: tuple[str, ...] = DEFAULT_EXCLUDED_WINDOWS
+    excluded_processes: tuple[str, ...] = DEFAULT_EXCLUDED_PROCESSES
+    media_roots: tuple[str, ...] = ("/media", "/run/media", "/mnt")
+    #: Rule library folder used until the first signed bundle arrives (empty: shipped one).
+    rules_library: str = ""
+    watch_window: bool = True
+    watch_keys: bool = True
+    watch_media: bool = True
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "extra"}
+_DEFAULTS = Config()
+
+
+def _coerce(name: str, value: Any, file: str | None) -> Any:
+    default = getattr(_DEFAULTS, name)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {value!r}", file=file, key=name,
+                              hint="write it as true or false without quotes")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"expected a whole number >= 0, got {value!r}", file=file,
+                              key=name, hint=f"the default is {default}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"expected a number >= 0, got {value!r}", file=file, key=name,
+                              hint=f"the default is {default}")
+        return float(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"expected a list of strings, got {value!r}", file=file,
+                              key=name, hint='write it like ["a", "b"]')
+        return tuple(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"expected a string, got {value!r}", file=file, key=name,
+                          hint="put the value in double quotes")
+    return value
+
+
+def _validate(cfg: Config, file: str | None) -> Config:
+    if not 1 <= cfg.screenshot_min_severity <= 6:
+        raise ConfigError("must be between 1 and 6 (6 turns screenshots off)", file=file,
+                          key="screenshot_min_severity")
+    if cfg.context_chars < 10:
+        raise ConfigError("must be at least 10", file=file, key="context_chars")
+    if cfg.batch_size < 1:
+        raise ConfigError("must be at least 1", file=file, key="batch_size")
+    if cfg.collector and ":" not in cfg.collector:
+        raise ConfigError(f"expected HOST:PORT, got {cfg.collector!r}", file=file,
+                          key="collector", hint="for example collector.school.uk:7443")
+    return cfg
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Build the config: code defaults, then the TOML file at *path*, then *overrides*.
+
+    Overrides whose value is ``None`` are ignored (an unset command-line flag).
+    """
+    values: dict[str, Any] = {}
+    fname = str(path) if path is not None else None
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("file not found", file=fname,
+                              hint="check the --config path or remove the flag") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"not valid TOML: {exc}", file=fname,
+                              hint="fix the syntax at the position shown") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read: {exc.strerror}", file=fname) from None
+        section = data.get("agent", data)
+        if not isinstance(section, dict):
+            raise ConfigError("[agent] must be a table", file=fname, key="agent")
+        for key, value in section.items():
+            if key not in _FIELDS:
+                raise ConfigError("unknown key", file=fname, key=key,
+                                  hint="known keys: " + ", ".join(sorted(_FIELDS)))
+            values[key] = _coerce(key, value, fname)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in _FIELDS:
+            raise ConfigError("unknown setting", key=key)
+        values[key] = _coerce(key, value, None)
+    return _validate(Config(**values), fname)

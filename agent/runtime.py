@@ -1,0 +1,164 @@
+"""The running agent: spool, rules, monitor and uplink wired together from a data dir + config.
+
+``AgentRuntime(data, config).run(stop)`` is what ``vigil-agent run`` does. Backends and the
+channel factory are injectable so tests can run a real agent in-process against a real X
+display and a real TLS server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import json
+import logging
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from proto import vigil_pb2 as pb
+
+from . import __version__
+from .capture import CaptureBuilder, grab_screenshot
+from .config import Config
+from .enrol import Device, load_device
+from .monitor import Monitor
+from .paths import DataDir
+from .platform import Backends, select_backends
+from .rulestate import ActiveRules
+from .spool import Spool
+from .uplink import ChannelFactory, Uplink, mtls_channel_factory
+
+__all__ = ["NOTICE", "AgentRuntime", "monitored"]
+
+log = logging.getLogger(__name__)
+
+NOTICE = ("Vigil agent is running: monitoring window titles, typed phrases, removable media; "
+          "see vigil-agent status")
+
+
+def monitored(config: Config) -> list[str]:
+    out = []
+    if config.watch_window:
+        out.append("window titles")
+    if config.watch_keys:
+        out.append("typed phrases (matched in memory, never stored)")
+    if config.watch_media:
+        out.append("removable media")
+    return out
+
+
+class AgentRuntime:
+    def __init__(self, data: DataDir, config: Config, *, backends: Backends | None = None,
+                 channel_factory: ChannelFactory | None = None,
+                 os_user: str | None = None, hostname: str | None = None,
+                 screenshot: Callable[[], bytes] = grab_screenshot,
+                 on_capture: Callable[[pb.Capture], None] | None = None) -> None:
+        self.data = data.ensure()
+        self.config = config
+        self.os_user = os_user or getpass.getuser()
+        self.hostname = hostname or socket.gethostname()
+        self.spool = Spool(data.spool, config.spool_max_bytes)
+        library = Path(config.rules_library) if config.rules_library else None
+        self.rules = ActiveRules(data, library).load()
+        self.device: Device | None = load_device(data)
+        self.collector = config.collector or (self.device.collector if self.device else "")
+        if self.device and self.device.group and not config.group:
+            self.config = config = config.replace(group=self.device.group)
+        self.builder = CaptureBuilder(
+            self.spool, os_user=self.os_user, hostname=self.hostname,
+            rules_version=lambda: self.rules.version, screenshot=screenshot,
+            merge_seconds=config.merge_seconds,
+            screenshot_min_severity=config.screenshot_min_severity, on_capture=on_capture)
+        self.monitor = Monitor(config, self.rules, self.builder)
+        self._backends = backends
+        self.backend_name = backends.name if backends else ""
+        self.uplink: Uplink | None = None
+        if channel_factory is None and self.device is not None and self.collector:
+            channel_factory = mtls_channel_factory(
+                self.collector, data.ca_cert.read_bytes(), data.device_key.read_bytes(),
+                data.device_cert.read_bytes())
+        if channel_factory is not None:
+            self.uplink = Uplink(
+                self.spool, self.rules, channel_factory, heartbeat=self.heartbeat,
+                on_config=self.apply_agent_config, batch_size=config.batch_size,
+                heartbeat_seconds=config.heartbeat_seconds,
+                backoff_initial=config.backoff_initial_seconds,
+                backoff_max=config.backoff_max_seconds)
+            self.spool.on_put = self.uplink.notify
+
+    def heartbeat(self) -> pb.Heartbeat:
+        st = self.spool.stats()
+        return pb.Heartbeat(agent_version=__version__, rules_version=self.rules.version,
+                            spool_depth=st.depth, spool_bytes=st.bytes, drops=st.drops,
+                            os_user=self.os_user, hostname=self.hostname,
+                            os=platform.system().lower())
+
+    def apply_agent_config(self, msg: pb.AgentConfig) -> None:
+        changes: dict[str, Any] = {}
+        if msg.heartbeat_seconds:
+            changes["heartbeat_seconds"] = int(msg.heartbeat_seconds)
+        if msg.context_chars:
+            changes["context_chars"] = max(10, int(msg.context_chars))
+        if msg.screenshot_min_severity:
+            changes["screenshot_min_severity"] = min(6, int(msg.screenshot_min_severity))
+        if msg.excluded_windows:
+            changes["excluded_windows"] = (*self.config.excluded_windows,
+                                           *msg.excluded_windows)
+        if msg.excluded_processes:
+            changes["excluded_processes"] = (*self.config.excluded_processes,
+                                             *msg.excluded_processes)
+        if msg.group:
+            changes["group"] = msg.group
+        self.config = self.config.replace(**changes)
+        self.monitor.apply_config(self.config)
+        if self.uplink is not None and msg.heartbeat_seconds:
+            self.uplink.heartbeat_seconds = float(msg.heartbeat_seconds)
+        log.info("collector config applied: %s", ", ".join(sorted(changes)) or "no changes")
+
+    def write_state(self, running: bool) -> None:
+        state = {
+            "pid": os.getpid(), "running": running, "updated_unix": time.time(),
+            "backend": self.backend_name, "monitoring": monitored(self.config),
+            "collector": self.collector,
+            "connected": bool(self.uplink and self.uplink.connected),
+            "last_error": self.uplink.last_error if self.uplink else "not enrolled",
+            "group": self.config.group, "context_chars": self.config.context_chars,
+        }
+        tmp = self.data.state_json.with_name("state.json.tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(state, indent=2))
+            os.replace(tmp, self.data.state_json)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backends = self._backends or select_backends(self.config)
+        self.backend_name = backends.name
+        self.monitor.start(backends.window, backends.keys, backends.media)
+        log.warning(NOTICE)
+        if self.uplink is None:
+            log.warning("not enrolled or no collector address: captures stay in the spool "
+                        "(run vigil-agent enroll)")
+        self.write_state(True)
+        states = asyncio.create_task(self._state_loop(stop))
+        try:
+            if self.uplink is not None:
+                await self.uplink.run(stop)
+            else:
+                await stop.wait()
+        finally:
+            states.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await states
+            self.monitor.stop()
+            self.write_state(False)
+            self.spool.close()
+
+    async def _state_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self.write_state(True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=2.0)

@@ -1,0 +1,65 @@
+"""Event sources: what the OS backends report, and the small Protocols they implement.
+
+Backends live in ``agent/sources/*_linux|x11.py`` and ``agent/backends/*.py``; they import
+their OS libraries inside functions and do nothing at import time. ``agent.platform`` is the
+only module that chooses one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["KeyEvent", "KeySource", "MediaEvent", "MediaSource", "WindowInfo", "WindowSource"]
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    """The focused window: its title, the name of its process, and an opaque id."""
+
+    title: str
+    process: str = ""
+    window_id: int = 0
+    #: True when the OS says a password field has focus (Windows, where exposed).
+    password_field: bool = False
+
+
+@dataclass(frozen=True)
+class KeyEvent:
+    """One key press. ``kind`` is "char" (with ``char``), "backspace", or "reset"."""
+
+    kind: str
+    char: str = ""
+
+
+@dataclass(frozen=True)
+class MediaEvent:
+    """A removable volume was mounted/unmounted, or a file was written to it."""
+
+    event: str  # "mounted" | "unmounted" | "file_written"
+    mount_point: str
+    label: str = ""
+    fstype: str = ""
+    size_bytes: int = 0
+    files_written: int = 0
+    file_name: str = ""
+    device: str = ""
+
+
+class WindowSource(Protocol):
+    def run(self, on_change: Callable[[WindowInfo], None], stop: threading.Event) -> None:
+        """Block, calling *on_change* for every new (window, title), until *stop* is set."""
+
+
+class KeySource(Protocol):
+    def start(self, on_key: Callable[[KeyEvent], None]) -> None:
+        """Start delivering key presses to *on_key* on a background thread."""
+
+    def stop(self) -> None: ...
+
+
+class MediaSource(Protocol):
+    def run(self, on_event: Callable[[MediaEvent], None], stop: threading.Event) -> None:
+        """Block, calling *on_event* for removable mounts, unmounts and files written."""

@@ -1,0 +1,120 @@
+"""``vigil-agent status`` and ``install-check``: read-only reports for the pupil, the
+technician and the DSL. Status reads the data dir only, so it works while ``run`` is going."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .enrol import load_device
+from .paths import DataDir
+from .runtime import monitored
+from .spool import read_stats
+
+__all__ = ["install_check", "status_report"]
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status_report(data: DataDir, config: Config) -> str:
+    state = _json(data.state_json)
+    rules_state = _json(data.rules_json)
+    device = load_device(data)
+    stats = read_stats(data.spool)
+    running = bool(state.get("running")) and _alive(int(state.get("pid", 0) or 0))
+    lines = [
+        "Vigil agent: " + (f"running (pid {state.get('pid')})" if running else "not running"),
+        "Monitoring: " + ", ".join(state.get("monitoring") or monitored(config)),
+        "Not monitored: screen contents (except a screenshot for some severe hits), "
+        "web traffic, files on the laptop",
+        f"Data dir: {data.root}",
+        "Device id: " + (device.device_id if device else "not enrolled"),
+        "Collector: " + (state.get("collector") or config.collector
+                         or (device.collector if device else "") or "none"),
+    ]
+    if running:
+        lines.append("Connection: " + ("connected" if state.get("connected") else
+                                       f"not connected ({state.get('last_error') or '-'})"))
+        age = time.time() - float(state.get("updated_unix", 0))
+        lines.append(f"Status updated: {age:.0f}s ago")
+    lines.append(f"Rules version: {rules_state.get('version', 'none')} "
+                 f"({rules_state.get('rules', 0)} rules)")
+    if rules_state.get("last_error"):
+        lines.append(f"Last rules error: {rules_state['last_error']}")
+    if stats is None:
+        lines.append("Spool: empty (no spool file yet)")
+        lines.append("Drops: none")
+    else:
+        lines.append(f"Spool: {stats.depth} captures waiting ({stats.bytes} bytes)")
+        drops = ", ".join(f"{k}={v}" for k, v in sorted(stats.drops.items())) or "none"
+        lines.append(f"Drops: {drops}")
+    return "\n".join(lines)
+
+
+def install_check(config: Config) -> tuple[bool, str]:
+    """Check this machine can run the agent: display server, keyboard access, media."""
+    from .platform import backend_name
+
+    name = backend_name()
+    lines = [f"Backend: {name}"]
+    ok = True
+    if name == "x11":
+        try:
+            from Xlib import display
+
+            d = display.Display()
+            has_record = d.has_extension("RECORD")
+            wm = d.screen().root.get_full_property(d.intern_atom("_NET_ACTIVE_WINDOW"), 0)
+            d.close()
+            lines.append(f"Display server: X11 at {os.environ.get('DISPLAY')} OK")
+            lines.append("Window titles: " + ("event-driven (_NET_ACTIVE_WINDOW)" if wm
+                                              is not None else "input-focus fallback"))
+            lines.append("Keyboard access: " + ("OK (RECORD extension)" if has_record else
+                                                "MISSING: the X server has no RECORD extension"))
+            ok = ok and has_record
+        except Exception as exc:
+            ok = False
+            lines.append(f"Display server: cannot open X display ({exc})")
+    elif name == "wayland":
+        lines.append("Display server: Wayland: window titles and keys are not available to "
+                     "ordinary programs; only removable media will be watched")
+    elif name == "headless":
+        ok = False
+        lines.append("Display server: none (DISPLAY not set): run inside the desktop session")
+    else:
+        lines.append(f"Display server: {name} backend (not yet tested on a real machine)")
+    if name in ("x11", "wayland", "headless"):
+        try:
+            import select
+
+            with open("/proc/self/mountinfo") as fh:
+                p = select.poll()
+                p.register(fh, select.POLLPRI)
+            roots = [r for r in config.media_roots if Path(r).is_dir()]
+            lines.append("Media detection: OK (/proc/self/mountinfo); media roots present: "
+                         + (", ".join(roots) or "none"))
+        except OSError as exc:
+            ok = False
+            lines.append(f"Media detection: cannot watch the mount table ({exc})")
+    lines.append("Result: " + ("OK" if ok else "PROBLEMS FOUND"))
+    return ok, "\n".join(lines)

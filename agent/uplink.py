@@ -1,0 +1,215 @@
+"""The uplink: one bidirectional ``Collector.Connect`` stream over mutual TLS.
+
+It sends captures from the spool in batches (most severe first) and heartbeats; it receives
+acks (delete stored ids; drop and count rejected ones), signed rule bundles (verified and
+swapped in by :class:`agent.rulestate.ActiveRules`, answered with ``RulesAck``), agent config
+and backoff requests. When the stream fails it reconnects with exponential backoff and
+jitter, and honours ``retry-after-ms`` trailing metadata (sent with RESOURCE_EXHAUSTED or
+UNAVAILABLE) and ``Backoff`` messages. Everything in flight when a stream ends is resent on
+the next one; capture ids make that idempotent at the collector.
+
+The clock, the sleep, the random source and the channel factory are injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from proto import vigil_pb2 as pb
+from proto import vigil_pb2_grpc as pb_grpc
+from proto.identity import KEEPALIVE_OPTIONS
+
+from .rulestate import ActiveRules
+from .spool import Spool
+
+__all__ = ["Uplink", "backoff_delay", "mtls_channel_factory", "retry_after_seconds"]
+
+log = logging.getLogger(__name__)
+
+ChannelFactory = Callable[[], grpc.aio.Channel]
+
+
+def backoff_delay(attempt: int, initial: float, maximum: float,
+                  rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter: a random point in [base/2, base]."""
+    base = min(maximum, initial * (2 ** min(attempt, 30)))
+    return base / 2 + rng() * base / 2
+
+
+def retry_after_seconds(metadata: Any) -> float | None:
+    """The ``retry-after-ms`` value from gRPC (trailing) metadata, in seconds, if present."""
+    for key, value in metadata or ():
+        if key == "retry-after-ms":
+            try:
+                return max(0.0, int(value) / 1000)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def mtls_channel_factory(address: str, ca_pem: bytes, key_pem: bytes,
+                         cert_pem: bytes) -> ChannelFactory:
+    creds = grpc.ssl_channel_credentials(root_certificates=ca_pem, private_key=key_pem,
+                                         certificate_chain=cert_pem)
+
+    def factory() -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(address, creds, options=list(KEEPALIVE_OPTIONS))
+
+    return factory
+
+
+class Uplink:
+    def __init__(self, spool: Spool, rules: ActiveRules, channel_factory: ChannelFactory, *,
+                 heartbeat: Callable[[], pb.Heartbeat],
+                 on_config: Callable[[pb.AgentConfig], None] = lambda _c: None,
+                 batch_size: int = 100, heartbeat_seconds: float = 30.0,
+                 backoff_initial: float = 1.0, backoff_max: float = 60.0,
+                 max_inflight: int = 1000,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 rng: Callable[[], float] = random.random) -> None:
+        self.spool, self.rules = spool, rules
+        self.channel_factory = channel_factory
+        self.heartbeat, self.on_config = heartbeat, on_config
+        self.batch_size, self.heartbeat_seconds = batch_size, heartbeat_seconds
+        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
+        self.max_inflight = max_inflight
+        self.clock, self.sleep, self.rng = clock, sleep, rng
+        self.connected = False
+        self.last_error = ""
+        self.sessions = 0
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused_until = 0.0
+        self._inflight: set[str] = set()
+
+    def notify(self) -> None:
+        """Thread-safe: new captures are in the spool."""
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep a stream up until *stop* is set."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        attempt = 0
+        while not stop.is_set():
+            delay: float | None = None
+            try:
+                got_reply = await self._session(stop)
+                if got_reply:
+                    attempt = 0
+                self.last_error = "stream closed by collector"
+            except grpc.aio.AioRpcError as exc:
+                self.last_error = f"{exc.code().name}: {exc.details()}"
+                delay = retry_after_seconds(exc.trailing_metadata())
+                log.warning("collector stream ended: %s", self.last_error)
+            except (OSError, grpc.RpcError) as exc:
+                self.last_error = str(exc)
+                log.warning("collector stream failed: %s", exc)
+            finally:
+                self.connected = False
+                self._inflight.clear()
+                self.spool.unmark_sent()
+            if stop.is_set():
+                break
+            if delay is None:
+                delay = backoff_delay(attempt, self.backoff_initial, self.backoff_max, self.rng)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    async def _session(self, stop: asyncio.Event) -> bool:
+        self.sessions += 1
+        channel = self.channel_factory()
+        try:
+            call = pb_grpc.CollectorStub(channel).Connect()
+            lock = asyncio.Lock()
+            replied = asyncio.Event()
+
+            async def write(msg: pb.AgentMessage) -> None:
+                async with lock:
+                    await call.write(msg)
+
+            self.spool.unmark_sent()
+            self._inflight.clear()
+            await write(pb.AgentMessage(heartbeat=self.heartbeat()))
+            tasks = {asyncio.create_task(self._receive(call, write, replied)),
+                     asyncio.create_task(self._send(write)),
+                     asyncio.create_task(stop.wait())}
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+            for t in pending:
+                with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+                    await t
+            if stop.is_set():
+                call.cancel()
+            for t in done:
+                t.result()  # re-raise a stream error
+            return replied.is_set()
+        finally:
+            await channel.close(grace=None)
+
+    async def _receive(self, call: Any, write: Callable[[pb.AgentMessage], Awaitable[None]],
+                       replied: asyncio.Event) -> None:
+        async for msg in call:
+            replied.set()
+            self.connected = True
+            kind = msg.WhichOneof("body")
+            if kind == "ack":
+                self.spool.ack(msg.ack.stored_ids)
+                for rej in msg.ack.rejected:
+                    log.warning("collector rejected capture %s: %s", rej.id, rej.reason)
+                    self.spool.reject(rej.id, rej.reason)
+                self._inflight.difference_update(msg.ack.stored_ids)
+                self._inflight.difference_update(r.id for r in msg.ack.rejected)
+                self._set_wake()
+            elif kind == "rules":
+                applied, error, version = self.rules.apply_bundle(msg.rules.bundle)
+                await write(pb.AgentMessage(rules_ack=pb.RulesAck(
+                    version=version or msg.rules.version, applied=applied, error=error)))
+                await write(pb.AgentMessage(heartbeat=self.heartbeat()))
+            elif kind == "config":
+                self.on_config(msg.config)
+            elif kind == "backoff":
+                self._paused_until = self.clock() + msg.backoff.retry_after_ms / 1000
+                log.info("collector asked to pause %d ms (%s)", msg.backoff.retry_after_ms,
+                         msg.backoff.reason)
+
+    async def _send(self, write: Callable[[pb.AgentMessage], Awaitable[None]]) -> None:
+        assert self._wake is not None
+        next_hb = self.clock() + self.heartbeat_seconds
+        while True:
+            self._wake.clear()
+            now = self.clock()
+            if now >= next_hb:
+                await write(pb.AgentMessage(heartbeat=self.heartbeat()))
+                next_hb = now + self.heartbeat_seconds
+            wait = next_hb - now
+            if now < self._paused_until:
+                wait = min(wait, self._paused_until - now)
+            else:
+                room = self.max_inflight - len(self._inflight)
+                batch = self.spool.next_batch(min(self.batch_size, room)) if room > 0 else []
+                if batch:
+                    self._inflight.update(c.id for c in batch)
+                    await write(pb.AgentMessage(captures=pb.CaptureBatch(captures=batch)))
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
+
+    def _set_wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()

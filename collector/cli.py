@@ -1,0 +1,411 @@
+"""``vigil-collector``: set up, run and administer the collector.
+
+Every command that changes something is written to the audit log as ``cli:<os user>``.
+Errors are one clear line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import importlib
+import json
+import logging
+import re
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "parse_duration"]
+
+_DUR = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_AGE_BANDS = ("primary", "secondary", "sixth_form", "staff")
+
+
+class CliError(Exception):
+    """Shown to the user as one line, exit status 2."""
+
+
+def parse_duration(text: str) -> int:
+    """'3d' -> seconds. Units: s, m, h, d, w."""
+    m = _DUR.match(text.strip().lower())
+    if not m:
+        raise CliError(f"duration {text!r} must look like 30m, 12h, 3d or 2w")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli:unknown"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _cfg(args: argparse.Namespace) -> Any:
+    from collector.config import load_config
+
+    cfg = load_config(Path(args.config) if getattr(args, "config", None) else None,
+                      Path(args.data_dir) if args.data_dir else None)
+    return cfg
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from collector.store.sqlite import open_store
+
+    cfg = _cfg(args)
+    if not cfg.db_path.exists():
+        raise CliError(f"{cfg.db_path} does not exist; run `vigil-collector init "
+                       f"--data-dir {cfg.data_dir}` first")
+    return cfg, open_store(cfg.db_path, cfg.data_dir)
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    from collector.rules_admin import ensure_signing_key, publish
+    from collector.store.screenshots import ensure_key
+    from collector.store.sqlite import open_store
+    from collector.tls import ensure_pki
+
+    cfg = _cfg(args)
+    d: Path = cfg.data_dir
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    _, pki_new = ensure_pki(d, list(args.hostname or []), args.site_name)
+    key_new = ensure_signing_key(d)
+    ensure_key(d)
+    store = open_store(cfg.db_path, d)
+    try:
+        now = _now_ms()
+        site_new = store.ensure_site(args.site_id, args.site_name, now)
+        if args.dsl_email:
+            store.set_site_contacts(args.site_id, args.dsl_email, None)
+        published = None
+        if store.active_rule_version() is None:
+            import rules
+
+            lib = Path(args.rules) if args.rules else rules.DEFAULT_LIBRARY
+            published = publish(store, d, lib, _actor(), now,
+                                note="default library" if not args.rules else str(lib))
+        store.audit(_actor(), "collector.init", str(d), args.site_id,
+                    {"pki_created": pki_new, "signing_key_created": key_new,
+                     "site_created": site_new,
+                     "rules_published": published.version if published else None})
+    finally:
+        store.close()
+    print(f"data dir: {d}")
+    print(f"CA certificate (give to agents): {d / 'pki' / 'ca.pem'}")
+    print(f"site: {args.site_id}" + (" (created)" if site_new else " (exists)"))
+    if published:
+        print(f"rules: published default library as version {published.version}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from collector.server import CollectorServer
+
+    cfg = _cfg(args)
+    for flag, attr in (("listen", "listen"), ("enroll_listen", "enroll_listen"),
+                       ("console_listen", "console_listen"), ("public_url", "public_url")):
+        value = getattr(args, flag)
+        if value:
+            setattr(cfg.server, attr, value)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    async def run() -> None:
+        server = CollectorServer(cfg, console=not args.no_console)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            listeners = await server.start()
+            for name in ("stream", "enrol", "console"):
+                if name in listeners:
+                    print(f"{name}: {listeners[name]}", flush=True)
+            print("ready", flush=True)
+            await stop.wait()
+        finally:
+            await server.stop()
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    try:
+        now = _now_ms()
+        if args.token_cmd == "create":  # noqa: S105
+            if store.get_site(args.site) is None:
+                raise CliError(f"site {args.site!r} does not exist (see `vigil-collector site`)")
+            band = args.age_band or (args.group if args.group in _AGE_BANDS else "secondary")
+            store.ensure_group(args.site, args.group, band)
+            if args.uses < 1:
+                raise CliError("--uses must be at least 1")
+            expires = now + parse_duration(args.expires) * 1000
+            tok, secret = store.create_token(args.site, args.group, args.uses, expires,
+                                             _actor(), now)
+            store.audit(_actor(), "token.create", tok.id, args.site,
+                        {"group": args.group, "uses": args.uses, "expires_at": expires})
+            if args.json:
+                print(json.dumps({"id": tok.id, "token": secret, "expires_at": expires}))
+            else:
+                print(secret)
+                print(f"(id {tok.id}; {args.uses} use(s); expires in {args.expires})",
+                      file=sys.stderr)
+        elif args.token_cmd == "revoke":  # noqa: S105
+            if not store.revoke_token(args.id, now):
+                raise CliError(f"no unrevoked token with id {args.id!r} (see `token list`)")
+            store.audit(_actor(), "token.revoke", args.id)
+            print(f"revoked {args.id}")
+        else:
+            for t in store.list_tokens():
+                state = ("revoked" if t.revoked_at else "expired" if t.expires_at <= now
+                         else "used up" if t.uses >= t.max_uses else "active")
+                print(f"{t.id}\t{t.site_id}\t{t.group_name}\t{t.uses}/{t.max_uses}\t{state}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from collector import rules_admin
+
+    cfg, store = _store(args)
+    try:
+        if args.rules_cmd == "publish":
+            rv = rules_admin.publish(store, cfg.data_dir, Path(args.dir), _actor(), _now_ms(),
+                                     args.note or "")
+            print(f"published version {rv.version} ({rv.content_hash[:12]}); running "
+                  f"collectors push it within {cfg.server.rules_poll_seconds:g} s")
+        elif args.rules_cmd == "rollback":
+            rv = rules_admin.rollback(store, cfg.data_dir, _actor(), _now_ms())
+            print(f"rolled back: version {rv.version} now active ({rv.note})")
+        else:
+            for v in store.list_rule_versions():
+                mark = "*" if v.active else " "
+                when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created_at / 1000))
+                print(f"{mark} v{v.version}\t{v.content_hash[:12]}\t{when}Z\t"
+                      f"{v.published_by}\t{v.note}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    try:
+        if args.revoke:
+            if not store.revoke_device(args.revoke, _now_ms()):
+                raise CliError(f"no active device {args.revoke!r}")
+            store.audit(_actor(), "device.revoke", args.revoke)
+            print(f"revoked {args.revoke}")
+            return 0
+        since = _now_ms() - parse_duration(args.silent) * 1000 if args.silent else None
+        store.audit(_actor(), "devices.list", "", None, {"silent": args.silent})
+        devices = store.list_devices(since)
+        if args.json:
+            print(json.dumps([d.__dict__ for d in devices], indent=2))
+            return 0
+        print("device\tsite\tgroup\thostname\tagent\trules\tspool\tdrops\tlast seen")
+        for d in devices:
+            seen = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(d.last_seen_at / 1000)) + "Z"
+                    if d.last_seen_at else "never")
+            drops = ",".join(f"{k}={v}" for k, v in sorted(d.drops.items())) or "0"
+            print(f"{d.id}\t{d.site_id}\t{d.group_name}\t{d.hostname}\t{d.agent_version or '-'}"
+                  f"\tv{d.rules_version}\t{d.spool_depth}\t{drops}\t{seen}"
+                  + ("\tREVOKED" if d.revoked_at else ""))
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_purge(args: argparse.Namespace) -> int:
+    from collector.retention import policy_from, purge
+
+    cfg, store = _store(args)
+    try:
+        report = purge(store, policy_from(cfg.retention), _actor(), dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would purge" if args.dry_run else "purged"
+    print(f"{verb}: {report.queue_items} queue items, {report.captures} captures, "
+          f"{report.screenshots} screenshots, {report.audit_rows} audit rows")
+    return 0
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    try:
+        if args.site_cmd == "add":
+            created = store.ensure_site(args.site, args.name, _now_ms())
+            store.audit(_actor(), "site.add", args.site, args.site, {"name": args.name})
+            print(f"site {args.site} " + ("created" if created else "already exists"))
+        else:
+            if store.get_site(args.site) is None:
+                raise CliError(f"site {args.site!r} does not exist")
+            store.set_site_contacts(args.site, args.email or [], args.webhook)
+            store.audit(_actor(), "site.contacts", args.site, args.site,
+                        {"contacts": len(args.email or []), "webhook": bool(args.webhook)})
+            print(f"{args.site}: {len(args.email or [])} DSL contact(s), in escalation order")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_exempt(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    try:
+        if args.exempt_cmd == "add":
+            if not (args.rule or args.category):
+                raise CliError("name --rule or --category")
+            if not args.reason or not args.reason.strip():
+                raise CliError("--reason is required: write why (it is audited)")
+            now = _now_ms()
+            expires = now + parse_duration(args.until) * 1000 if args.until else None
+            kind = "exemption" if expires else "exclusion"
+            eid = store.add_exemption(kind, args.site, args.reason, _actor(), now,
+                                      group_name=args.group, rule_id=args.rule,
+                                      category=args.category, expires_at=expires)
+            print(f"{kind} {eid} added")
+        else:
+            if not store.remove_exemption(args.id, _now_ms()):
+                raise CliError(f"no active exemption {args.id}")
+            store.audit(_actor(), "exemption.remove", str(args.id))
+            print(f"removed {args.id}")
+    finally:
+        store.close()
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="collector data dir (default: platformdirs "
+                        "user_data_dir('vigil-collector'))")
+    common.add_argument("--config", help="TOML config file (default: <data dir>/collector.toml)")
+    p = argparse.ArgumentParser(prog="vigil-collector", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("init", parents=[common], help="create the data dir, CA, keys and store")
+    s.add_argument("--site-id", default="default", help="site slug (default: default)")
+    s.add_argument("--site-name", default="Default school", help="site display name")
+    s.add_argument("--hostname", action="append", help="extra server cert name (repeatable)")
+    s.add_argument("--dsl-email", action="append", help="DSL contact, in escalation order")
+    s.add_argument("--rules", help="rule folder to publish as version 1 (default: the "
+                   "default library)")
+    s.set_defaults(fn=cmd_init)
+
+    s = sub.add_parser("serve", parents=[common], help="run the gRPC ports and the console")
+    s.add_argument("--listen", help="mTLS stream HOST:PORT (default 0.0.0.0:7443)")
+    s.add_argument("--enroll-listen", help="TLS enrolment HOST:PORT (default 0.0.0.0:7444)")
+    s.add_argument("--console-listen", help="console HOST:PORT (default 127.0.0.1:8443)")
+    s.add_argument("--public-url", help="console base URL used in alert emails")
+    s.add_argument("--no-console", action="store_true", help="serve gRPC only")
+    s.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("token", help="enrolment tokens")
+    tsub = s.add_subparsers(dest="token_cmd", required=True, metavar="ACTION")
+    t = tsub.add_parser("create", parents=[common], help="create a token (printed once)")
+    t.add_argument("--site", required=True, help="site slug")
+    t.add_argument("--group", required=True, help="device group, e.g. year-9")
+    t.add_argument("--age-band", choices=_AGE_BANDS, help="age band for a new group")
+    t.add_argument("--uses", type=int, default=1, help="how many devices may use it (1)")
+    t.add_argument("--expires", default="7d", help="lifetime, e.g. 12h, 7d (7d)")
+    t.add_argument("--json", action="store_true", help="print id and token as JSON")
+    t = tsub.add_parser("revoke", parents=[common], help="revoke a token by id")
+    t.add_argument("id", help="token id (see `token list`)")
+    tsub.add_parser("list", parents=[common], help="list tokens (never the secrets)")
+    s.set_defaults(fn=cmd_token)
+
+    s = sub.add_parser("rules", help="publish, roll back and list rule versions")
+    rsub = s.add_subparsers(dest="rules_cmd", required=True, metavar="ACTION")
+    r = rsub.add_parser("publish", parents=[common], help="validate, sign and publish DIR")
+    r.add_argument("dir", help="folder of *.toml rule files")
+    r.add_argument("--note", help="why (shown in `rules list`)")
+    rsub.add_parser("rollback", parents=[common], help="go back one version")
+    rsub.add_parser("list", parents=[common], help="list versions (* = active)")
+    s.set_defaults(fn=cmd_rules)
+
+    s = sub.add_parser("devices", parents=[common], help="list devices and their health")
+    s.add_argument("--silent", help="only devices not heard from in this long, e.g. 3d")
+    s.add_argument("--revoke", metavar="ID", help="revoke a device (its stream is refused)")
+    s.add_argument("--json", action="store_true", help="JSON output")
+    s.set_defaults(fn=cmd_devices)
+
+    s = sub.add_parser("purge", parents=[common], help="apply the retention policy now")
+    s.add_argument("--dry-run", action="store_true", help="count only; delete nothing")
+    s.set_defaults(fn=cmd_purge)
+
+    s = sub.add_parser("site", help="sites and their DSL contacts")
+    ssub = s.add_subparsers(dest="site_cmd", required=True, metavar="ACTION")
+    x = ssub.add_parser("add", parents=[common], help="add a site")
+    x.add_argument("--site", required=True, help="site slug")
+    x.add_argument("--name", required=True, help="display name")
+    x = ssub.add_parser("contacts", parents=[common], help="set DSL alert contacts")
+    x.add_argument("--site", required=True, help="site slug")
+    x.add_argument("--email", action="append", help="contact email, in escalation order")
+    x.add_argument("--webhook", help="optional webhook URL (JSON POST, no capture content)")
+    s.set_defaults(fn=cmd_site)
+
+    s = sub.add_parser("exempt", help="exclusions and time-boxed exemptions (audited)")
+    esub = s.add_subparsers(dest="exempt_cmd", required=True, metavar="ACTION")
+    e = esub.add_parser("add", parents=[common], help="add one (needs --reason)")
+    e.add_argument("--site", required=True, help="site slug")
+    e.add_argument("--group", help="only this device group")
+    e.add_argument("--rule", help="rule id")
+    e.add_argument("--category", help="category id")
+    e.add_argument("--reason", required=True, help="written reason (audited)")
+    e.add_argument("--until", help="time-box, e.g. 7d (without it: a standing exclusion)")
+    e = esub.add_parser("remove", parents=[common], help="remove one")
+    e.add_argument("id", type=int, help="exemption id")
+    s.set_defaults(fn=cmd_exempt)
+
+    try:
+        console_cli = importlib.import_module("collector.console.cli")
+    except ImportError:
+        console_cli = None
+    if console_cli is not None and hasattr(console_cli, "register"):
+        console_cli.register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from collector.config import ConfigError
+    from collector.rules_admin import RulesAdminError
+    from collector.server import ServerError
+    from collector.store.base import StoreError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        import rules
+
+        rule_errors: tuple[type[Exception], ...] = (rules.RuleError, rules.BundleError)
+    except ImportError:
+        rule_errors = ()
+    handled: tuple[type[Exception], ...] = (CliError, ConfigError, RulesAdminError, ServerError,
+                                            StoreError, ValueError, *rule_errors)
+    try:
+        return int(args.fn(args) or 0)
+    except handled as exc:
+        print(f"vigil-collector: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The thin web layer: request context, the view wrapper (auth, CSRF, permission, audit of
+refusals) and template rendering. Views themselves live in views.py."""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+
+from .audit import audit
+from .auth import Session, User, load_session
+from .capture import BadAction, Refused
+from .db import ConnectionPool
+from .security import csrf_ok, origin_ok
+
+__all__ = ["Console", "Ctx", "Handler"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+@dataclass
+class Ctx:
+    """What a view gets: the request, its parsed form, a connection, the time and the user."""
+
+    console: Console
+    request: Request
+    form: dict[str, str]
+    conn: sqlite3.Connection
+    now_ms: int
+    session: Session | None
+    cookies_to_set: list[tuple[str, str, int | None]] = field(default_factory=list)
+
+    @property
+    def user(self) -> User:
+        assert self.session is not None
+        return self.session.user
+
+    @property
+    def ip(self) -> str:
+        return self.request.client.host if self.request.client else ""
+
+    def audit(self, action: str, target: str = "", site_id: str | None = None,
+              **detail: Any) -> None:
+        actor = self.session.user.username if self.session else "anonymous"
+        audit(self.conn, self.now_ms, actor, action, target, site_id, detail)
+
+    def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        return self.console.render(self, template, status, **values)
+
+
+Handler = Callable[[Ctx], Response]
+
+
+class Console:
+    def __init__(self, db_path: Path, data_dir: Path, public_url: str,
+                 clock: Callable[[], float], secure_cookies: bool) -> None:
+        self.pool = ConnectionPool(db_path)
+        self.data_dir = data_dir
+        self.public_url = public_url.rstrip("/")
+        self.clock = clock
+        self.secure = secure_cookies
+        self.session_cookie = "__Host-vigil_session" if secure_cookies else "vigil_session"
+        self.login_cookie = "__Host-vigil_login" if secure_cookies else "vigil_login"
+        self.static_version = secrets.token_hex(4)
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                                      autoescape=True, undefined=jinja2.StrictUndefined)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def render(self, ctx: Ctx, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        session = ctx.session
+        html = self.env.get_template(template).render(
+            user=session.user if session else None, csrf=session.csrf if session else "",
+            v=self.static_version, path=ctx.request.url.path, **values)
+        return HTMLResponse(html, status_code=status)
+
+    def set_cookie(self, response: Response, name: str, value: str, max_age: int | None) -> None:
+        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure,
+                            httponly=True, samesite="strict")
+
+    def view(self, handler: Handler, *, permission: str | None = None,
+             login: bool = True) -> Callable[[Request], Any]:
+        """Wrap a blocking view: parse the form, then run checks and the view in a thread."""
+
+        async def endpoint(request: Request) -> Response:
+            form: dict[str, str] = {}
+            if request.method == "POST":
+                try:
+                    data = await request.form(max_files=0, max_fields=50)
+                except Exception:  # malformed body: refuse plainly, never a traceback
+                    return PlainTextResponse("Bad form data.", status_code=400)
+                form = {k: v for k, v in data.items() if isinstance(v, str)}
+            return await run_in_threadpool(self._run, handler, request, form, permission, login)
+
+        return endpoint
+
+    def _run(self, handler: Handler, request: Request, form: dict[str, str],
+             permission: str | None, login: bool) -> Response:
+        conn = self.pool.get()
+        now = self.now_ms()
+        session = load_session(conn, request.cookies.get(self.session_cookie), now)
+        ctx = Ctx(self, request, form, conn, now, session)
+        if login and session is None:
+            if request.method == "GET":
+                return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+            return PlainTextResponse("Log in first.", status_code=401)
+        if request.method == "POST" and session is not None and login:
+            given = form.get("csrf") or request.headers.get("x-csrf-token")
+            if not csrf_ok(session.csrf, given) or not origin_ok(
+                    request.headers.get("origin"), request.headers.get("host")):
+                ctx.audit("csrf.refused", request.url.path)
+                return ctx.render("error.html", 403, message="This form has expired. "
+                                  "Go back, reload the page and try again.")
+        if permission and session is not None and not session.user.can(permission):
+            ctx.audit("access.refused", request.url.path, None, permission=permission,
+                      role=session.user.role)
+            return ctx.render("error.html", 403, message="Your role cannot open this page.")
+        try:
+            return handler(ctx)
+        except Refused as e:
+            ctx.audit("access.refused", request.url.path, e.site_id, reason=e.reason)
+            msg = "Not found." if e.status == 404 else "You are not allowed to see this."
+            return ctx.render("error.html", e.status, message=msg)
+        except BadAction as e:
+            return ctx.render("error.html", 400, message=str(e))

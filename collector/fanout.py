@@ -1,0 +1,90 @@
+"""Connected agents and rule fan-out.
+
+The technician CLI (``vigil-collector rules publish``) is a separate process: it only writes a
+new active row to ``rule_versions``. The running server notices it by polling the active
+version every ``server.rules_poll_seconds`` (a cheap primary-key read) and pushes the bundle to
+every connected agent whose heartbeat reported an older version. A bundle holds the rules for
+every group, so every connected agent is "affected". Agents that connect later get the bundle
+after their first heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from collector.store.base import DeviceRow, RuleVersion
+from proto import vigil_pb2 as pb
+
+__all__ = ["Connection", "Hub"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Connection:
+    """One live Connect stream."""
+
+    device: DeviceRow
+    out: asyncio.Queue[pb.CollectorMessage | None] = field(default_factory=asyncio.Queue)
+    rules_version: int = -1          # from the latest heartbeat; -1 = none yet
+    sent_rules_version: int = 0      # last bundle pushed on this stream
+    configured_for: str | None = None  # os_user the last AgentConfig was computed for
+
+    def send(self, msg: pb.CollectorMessage) -> None:
+        self.out.put_nowait(msg)
+
+    def close(self) -> None:
+        self.out.put_nowait(None)
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.connections: dict[str, Connection] = {}
+        self.active: RuleVersion | None = None
+        self.pushed = 0
+
+    def register(self, conn: Connection) -> None:
+        old = self.connections.get(conn.device.id)
+        if old is not None:
+            old.close()  # the same device reconnected: the newer stream wins
+        self.connections[conn.device.id] = conn
+
+    def unregister(self, conn: Connection) -> None:
+        if self.connections.get(conn.device.id) is conn:
+            del self.connections[conn.device.id]
+
+    def maybe_send_rules(self, conn: Connection) -> bool:
+        """Push the active bundle if this agent reported an older one and has not had it."""
+        rv = self.active
+        if rv is None or conn.rules_version < 0:
+            return False
+        if conn.rules_version >= rv.version or conn.sent_rules_version >= rv.version:
+            return False
+        conn.sent_rules_version = rv.version
+        conn.send(pb.CollectorMessage(rules=pb.RuleBundle(version=rv.version, bundle=rv.bundle)))
+        self.pushed += 1
+        return True
+
+    def set_active(self, rv: RuleVersion | None) -> int:
+        """Adopt a newly active version and push it; returns how many agents got it."""
+        self.active = rv
+        return sum(self.maybe_send_rules(c) for c in list(self.connections.values()))
+
+    async def watch(
+        self,
+        active_version: Callable[[], Awaitable[RuleVersion | None]],
+        interval: float,
+    ) -> None:
+        """Poll for a newly published version and fan it out."""
+        while True:
+            try:
+                rv = await active_version()
+                if rv is not None and (self.active is None or rv.version != self.active.version):
+                    n = self.set_active(rv)
+                    log.info("rules version %d active; pushed to %d agents", rv.version, n)
+            except Exception:
+                log.exception("could not read the active rules version")
+            await asyncio.sleep(interval)

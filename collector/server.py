@@ -1,0 +1,219 @@
+"""``vigil-collector serve``: both gRPC ports, the writer, fan-out, alerts, scheduled purge and
+(when ``collector.console`` is installed) the web console, in one asyncio event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from collector import retention
+from collector.alerts import Alerter
+from collector.config import Config
+from collector.enrol import EnrollmentService, TokenBucket
+from collector.fanout import Hub
+from collector.rules_admin import public_key_path
+from collector.store.ingest import Writer
+from collector.store.sqlite import SqliteStore, open_store
+from collector.stream import AgentSettings, CollectorService
+from collector.tls import Pki
+from collector.triage import TriagePolicy
+from collector.validate import Limits
+from proto import vigil_pb2_grpc as pb_grpc
+from proto.identity import KEEPALIVE_OPTIONS
+
+__all__ = ["CollectorServer", "ServerError"]
+
+log = logging.getLogger(__name__)
+
+
+class ServerError(Exception):
+    """The server cannot start (the message names the file or address and the fix)."""
+
+
+class _Runner:
+    """Runs blocking store calls on one dedicated thread (the control connection)."""
+
+    def __init__(self, name: str) -> None:
+        self._ex = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().run_in_executor(self._ex, lambda: fn(*args))
+
+    def close(self) -> None:
+        self._ex.shutdown(wait=True)
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    try:
+        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104
+    except ValueError:
+        raise ServerError(f"listen address {addr!r} must be HOST:PORT") from None
+
+
+def _grpc_options() -> list[tuple[str, Any]]:
+    return [*KEEPALIVE_OPTIONS, ("grpc.so_reuseport", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+
+
+class CollectorServer:
+    """Start with :meth:`start` (returns the real listener addresses), stop with :meth:`stop`."""
+
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time,
+                 console: bool = True, scheduled_purge: bool = True) -> None:
+        self.cfg, self.clock = cfg, clock
+        self.want_console, self.scheduled_purge = console, scheduled_purge
+        self.listeners: dict[str, str] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._servers: list[grpc.aio.Server] = []
+        self._uvicorn: Any = None
+
+    async def start(self) -> dict[str, str]:
+        cfg = self.cfg
+        pki = Pki.in_dir(cfg.data_dir)
+        for p in (pki.ca_cert, pki.server_cert, pki.server_key, cfg.db_path):
+            if not p.exists():
+                raise ServerError(f"{p} is missing; run `vigil-collector init --data-dir "
+                                  f"{cfg.data_dir}` first")
+        self.store = open_store(cfg.db_path, cfg.data_dir)
+        self.wstore: SqliteStore = open_store(cfg.db_path, cfg.data_dir,
+                                              cfg.ingest.busy_timeout_ms, migrate=False)
+        self.run = _Runner("vigil-store")
+        t = cfg.triage
+        policy = TriagePolicy(t.dedupe_window_minutes * 60_000, t.timezone,
+                              t.late_night_start_hour, t.late_night_end_hour)
+        self.alerter = Alerter(self.store, self.run, cfg.smtp, cfg.alerts, self.public_url(),
+                               self.clock)
+        i = cfg.ingest
+        self.writer = Writer(self.wstore, policy, i.batch_max, i.queue_max, i.backoff_ms,
+                             on_items=self.alerter.on_items, clock=self.clock)
+        self.hub = Hub()
+        self.hub.active = await self.run(self.store.active_rule_version)
+        key, cert, ca = (pki.server_key.read_bytes(), pki.server_cert.read_bytes(),
+                         pki.ca_cert.read_bytes())
+
+        stream_srv = grpc.aio.server(options=_grpc_options())
+        self.collector_service = CollectorService(
+            self.store, self.run, self.writer, self.hub,
+            Limits(i.max_context_chars, i.max_title_chars, i.max_match_chars,
+                   i.max_screenshot_bytes),
+            AgentSettings(i.heartbeat_seconds, i.context_chars, i.screenshot_min_severity,
+                          i.excluded_windows, i.excluded_processes), self.clock)
+        pb_grpc.add_CollectorServicer_to_server(self.collector_service, stream_srv)
+        enrol_srv = grpc.aio.server(options=_grpc_options())
+        pb_grpc.add_EnrollmentServicer_to_server(EnrollmentService(
+            self.store, self.run, pki, public_key_path(cfg.data_dir),
+            TokenBucket(cfg.enrolment.rate_per_second, cfg.enrolment.burst), self.clock),
+            enrol_srv)
+        self.health = HealthServicer()
+        for srv in (stream_srv, enrol_srv):
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, srv)
+        mtls = grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                           require_client_auth=True)
+        tls = grpc.ssl_server_credentials([(key, cert)])
+        for name, srv, addr, creds in (("stream", stream_srv, cfg.server.listen, mtls),
+                                       ("enrol", enrol_srv, cfg.server.enroll_listen, tls)):
+            host, _ = _split(addr)
+            try:
+                port = srv.add_secure_port(addr, creds)
+            except RuntimeError:
+                port = 0
+            if port == 0:
+                raise ServerError(f"cannot listen on {addr} ({name}); is the port in use?")
+            self.listeners[name] = f"{host}:{port}"
+            await srv.start()
+            self._servers.append(srv)
+        for svc in ("", "vigil.v1.Collector", "vigil.v1.Enrollment"):
+            await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+
+        self._tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
+        self._tasks.append(asyncio.create_task(self.hub.watch(
+            lambda: self.run(self.store.active_rule_version), cfg.server.rules_poll_seconds),
+            name="fanout"))
+        self._tasks.append(asyncio.create_task(self.alerter.run_escalations(), name="alerts"))
+        if self.scheduled_purge:
+            self._tasks.append(asyncio.create_task(
+                retention.run_scheduled(self.store, self.run, cfg.retention), name="purge"))
+        if self.want_console:
+            await self._start_console(pki)
+        return dict(self.listeners)
+
+    def public_url(self) -> str:
+        if self.cfg.server.public_url:
+            return self.cfg.server.public_url
+        host, port = _split(self.cfg.server.console_listen)
+        return f"https://{'localhost' if host in ('0.0.0.0', '127.0.0.1') else host}:{port}"  # noqa: S104
+
+    async def _start_console(self, pki: Pki) -> None:
+        try:
+            console = importlib.import_module("collector.console")
+            create_app = console.create_app
+        except (ImportError, AttributeError) as exc:
+            log.warning("console not available (%s); serving gRPC only", exc)
+            return
+        import uvicorn
+
+        host, port = _split(self.cfg.server.console_listen)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ServerError(f"cannot listen on {host}:{port} (console): {exc.strerror}") \
+                from None
+        real_port = sock.getsockname()[1]
+        public = self.cfg.server.public_url or f"https://{'localhost' if host in ('0.0.0.0', '127.0.0.1') else host}:{real_port}"  # noqa: E501, S104
+        self.alerter.public_url = public.rstrip("/")
+        app = create_app(db_path=self.cfg.db_path, data_dir=self.cfg.data_dir,
+                         public_url=public, allowed_hosts=list(self.cfg.server.allowed_hosts))
+        config = uvicorn.Config(app, ssl_certfile=str(pki.server_cert),
+                                ssl_keyfile=str(pki.server_key), log_level="warning",
+                                lifespan="auto")
+        self._uvicorn = uvicorn.Server(config)
+        self._uvicorn.install_signal_handlers = lambda: None
+        self._tasks.append(asyncio.create_task(self._uvicorn.serve(sockets=[sock]),
+                                               name="console"))
+        for _ in range(400):
+            if self._uvicorn.started:
+                break
+            await asyncio.sleep(0.025)
+        self.listeners["console"] = f"https://{host}:{real_port}/"
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let the writer drain (acks for what it commits), then close."""
+        await self.health.enter_graceful_shutdown() if hasattr(self, "health") else None
+        for conn in list(getattr(self, "hub", Hub()).connections.values()):
+            conn.close()
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        writer_task = next((t for t in self._tasks if t.get_name() == "writer"), None)
+        if writer_task is not None:
+            await self.writer.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer_task, timeout=30)
+        await asyncio.gather(*(s.stop(grace) for s in self._servers), return_exceptions=True)
+        for task in self._tasks:
+            if task is not writer_task and task.get_name() != "console":
+                task.cancel()
+        console = [t for t in self._tasks if t.get_name() == "console"]
+        if console:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(console[0], timeout=10)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if hasattr(self, "writer"):
+            self.writer.close()
+            self.run.close()
+            self.wstore.close()
+            self.store.close()

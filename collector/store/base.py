@@ -1,0 +1,284 @@
+"""The store interface every backend implements (SQLite now, PostgreSQL later).
+
+Ingest, enrolment, fan-out, alerts and retention talk only to :class:`Store`; the shared test
+suite in tests/collector/store_suite.py runs against every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from collector.triage import TriagePolicy
+
+__all__ = [
+    "AlertRow",
+    "DeviceExists",
+    "DeviceRow",
+    "Heartbeat",
+    "IngestResult",
+    "NewCapture",
+    "PurgePolicy",
+    "PurgeReport",
+    "QueueItemRow",
+    "RuleVersion",
+    "RulesAckRow",
+    "SiteRow",
+    "Store",
+    "StoreBusy",
+    "StoreError",
+    "TokenError",
+    "TokenInfo",
+]
+
+
+class StoreError(Exception):
+    """Base class for store errors."""
+
+
+class StoreBusy(StoreError):
+    """The store cannot take writes right now (locked, disk full); retry later."""
+
+
+class TokenError(StoreError):
+    """An enrolment token cannot be used. ``reason``: unknown|expired|revoked|used_up."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"enrolment token {reason.replace('_', ' ')}")
+        self.reason = reason
+
+
+class DeviceExists(StoreError):
+    """A device with this key is already enrolled; enrolment never replaces a device."""
+
+
+@dataclass(frozen=True)
+class SiteRow:
+    id: str
+    name: str
+    dsl_contacts: list[str]
+    webhook_url: str | None
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    site_id: str
+    group_name: str
+    max_uses: int
+    uses: int
+    expires_at: int
+    revoked_at: int | None
+    created_by: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    id: str
+    site_id: str
+    group_name: str
+    age_band: str
+    hostname: str
+    os: str
+    agent_version: str
+    rules_version: int
+    spool_depth: int
+    spool_bytes: int
+    drops: dict[str, int]
+    last_user: str
+    cert_serial: str
+    enrolled_at: int
+    last_seen_at: int | None
+    revoked_at: int | None
+
+
+@dataclass
+class NewCapture:
+    """A validated capture, ready to store (columns of the ``captures`` table)."""
+
+    id: str
+    device_id: str
+    site_id: str
+    group_name: str
+    os_user: str
+    hostname: str
+    time_ms: int
+    last_time_ms: int
+    count: int
+    source: str
+    rule_id: str
+    category: str
+    severity: int
+    match: str
+    context: str
+    window_title: str
+    process: str
+    match_kind: str
+    media: str | None
+    rules_version: int
+    received_at: int
+    screenshot: bytes | None = None  # plaintext PNG; the store encrypts it to a file
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    device_id: str
+    at: int
+    agent_version: str
+    rules_version: int
+    spool_depth: int
+    spool_bytes: int
+    drops: dict[str, int]
+    os_user: str
+    hostname: str
+    os: str
+
+
+@dataclass(frozen=True)
+class RulesAckRow:
+    device_id: str
+    version: int
+    applied: bool
+    error: str
+    at: int
+
+
+@dataclass(frozen=True)
+class QueueItemRow:
+    id: int
+    site_id: str
+    device_id: str
+    os_user: str
+    rule_id: str
+    category: str
+    severity: int
+    priority: int
+    pinned: bool
+    refer_police: bool
+    status: str
+    count: int
+    first_time_ms: int
+    last_time_ms: int
+    created: bool = False  # True when this ingest created the item
+
+
+@dataclass
+class IngestResult:
+    stored_ids: list[str] = field(default_factory=list)   # newly stored
+    existing_ids: list[str] = field(default_factory=list)  # redelivered, already stored
+    items: list[QueueItemRow] = field(default_factory=list)  # queue items created or updated
+
+
+@dataclass(frozen=True)
+class RuleVersion:
+    version: int
+    content_hash: str
+    created_at: int
+    published_by: str
+    active: bool
+    note: str
+    bundle: bytes = b""
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    id: int
+    queue_item_id: int
+    contact_index: int
+    contact: str
+    channel: str
+    sent_at: int | None
+    error: str | None
+    acknowledged_at: int | None
+
+
+@dataclass(frozen=True)
+class PurgePolicy:
+    false_positive_days: int = 30
+    closed_days: int = 365
+    audit_days: int = 7 * 365
+
+
+@dataclass
+class PurgeReport:
+    queue_items: int = 0
+    captures: int = 0
+    screenshots: int = 0
+    audit_rows: int = 0
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "queue_items": self.queue_items, "captures": self.captures,
+            "screenshots": self.screenshots, "audit_rows": self.audit_rows,
+            "dry_run": self.dry_run,
+        }
+
+
+class Store(Protocol):
+    """Everything the collector needs from its database. All times are ms since the epoch."""
+
+    def close(self) -> None: ...
+
+    # sites, groups, audit
+    def ensure_site(self, site_id: str, name: str, now_ms: int) -> bool: ...
+    def get_site(self, site_id: str) -> SiteRow | None: ...
+    def set_site_contacts(
+        self, site_id: str, contacts: Sequence[str], webhook_url: str | None
+    ) -> None: ...
+    def ensure_group(self, site_id: str, name: str, age_band: str) -> str: ...
+    def audit(self, actor: str, action: str, target: str = "", site_id: str | None = None,
+              detail: dict[str, Any] | None = None, now_ms: int | None = None) -> None: ...
+    def audit_rows(self, action: str | None = None) -> list[dict[str, Any]]: ...
+
+    # enrolment
+    def create_token(self, site_id: str, group_name: str, max_uses: int, expires_at: int,
+                     created_by: str, now_ms: int) -> tuple[TokenInfo, str]: ...
+    def revoke_token(self, token_id: str, now_ms: int) -> bool: ...
+    def list_tokens(self) -> list[TokenInfo]: ...
+    def enrol_device(self, token_secret: str, device_id: str, hostname: str, os: str,
+                     agent_version: str, cert_serial: str, now_ms: int) -> DeviceRow: ...
+    def check_token(self, token_secret: str, now_ms: int) -> TokenInfo: ...
+    def device_exists(self, device_id: str) -> bool: ...
+
+    # devices
+    def get_device(self, device_id: str) -> DeviceRow | None: ...
+    def list_devices(self, silent_since_ms: int | None = None) -> list[DeviceRow]: ...
+    def revoke_device(self, device_id: str, now_ms: int) -> bool: ...
+    def pupil_age_band(self, site_id: str, username: str) -> str | None: ...
+
+    # the writer's one call per batch
+    def ingest(self, captures: Sequence[NewCapture], now_ms: int, policy: TriagePolicy,
+               heartbeats: Sequence[Heartbeat] = (),
+               rules_acks: Sequence[RulesAckRow] = ()) -> IngestResult: ...
+    def rules_acks(self, device_id: str) -> list[RulesAckRow]: ...
+    def get_queue_item(self, item_id: int) -> QueueItemRow | None: ...
+    def set_queue_status(self, item_id: int, status: str, actor: str, now_ms: int) -> None: ...
+    def capture_ids_for_item(self, item_id: int) -> list[str]: ...
+
+    # rules
+    def next_rule_version(self) -> int: ...
+    def add_rule_version(self, version: int, content_hash: str, bundle: bytes,
+                         published_by: str, note: str, now_ms: int) -> None: ...
+    def active_rule_version(self) -> RuleVersion | None: ...
+    def list_rule_versions(self) -> list[RuleVersion]: ...
+    def get_rule_version(self, version: int) -> RuleVersion | None: ...
+
+    # exemptions
+    def add_exemption(self, kind: str, site_id: str, reason: str, created_by: str, now_ms: int,
+                      group_name: str | None = None, rule_id: str | None = None,
+                      category: str | None = None, starts_at: int | None = None,
+                      expires_at: int | None = None) -> int: ...
+    def remove_exemption(self, exemption_id: int, now_ms: int) -> bool: ...
+
+    # alerts
+    def record_alert(self, queue_item_id: int, contact_index: int, contact: str, channel: str,
+                     sent_at: int | None, error: str | None) -> int: ...
+    def alerts_for_item(self, queue_item_id: int) -> list[AlertRow]: ...
+    def acknowledge_alerts(self, queue_item_id: int, by: str, now_ms: int) -> int: ...
+    def unacknowledged_alerted_items(self) -> list[int]: ...
+
+    # retention
+    def purge(self, now_ms: int, policy: PurgePolicy, dry_run: bool = False) -> PurgeReport: ...

@@ -1,0 +1,161 @@
+"""The one writer: a task that drains a queue, commits batches, then acknowledges.
+
+Streams hand in :class:`Work` (validated captures + where to send the answer). The writer
+takes everything waiting (up to ``batch_max`` captures), runs one ``Store.ingest`` call in its
+own thread (one transaction), and only after the commit sends each stream its ``Ack``. When
+the store cannot take writes (locked, disk full) nothing is acknowledged: each stream gets a
+``Backoff`` and the agent keeps the captures in its spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from collector.store.base import (
+    Heartbeat,
+    IngestResult,
+    NewCapture,
+    QueueItemRow,
+    RulesAckRow,
+    Store,
+    StoreBusy,
+)
+from collector.triage import TriagePolicy
+from proto import vigil_pb2 as pb
+
+__all__ = ["Reply", "Work", "Writer"]
+
+log = logging.getLogger(__name__)
+
+Reply = Callable[[pb.CollectorMessage], None]
+
+
+@dataclass
+class Work:
+    captures: list[NewCapture]
+    rejected: list[tuple[str, str]]
+    reply: Reply
+
+
+@dataclass
+class _Batch:
+    works: list[Work] = field(default_factory=list)
+    heartbeats: list[Heartbeat] = field(default_factory=list)
+    acks: list[RulesAckRow] = field(default_factory=list)
+    n: int = 0
+
+
+class Writer:
+    """Single writer for the store. ``on_items`` gets the queue items each commit touched."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: TriagePolicy,
+        batch_max: int = 5000,
+        queue_max: int = 200_000,
+        backoff_ms: int = 5000,
+        on_items: Callable[[list[QueueItemRow]], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.batch_max = batch_max
+        self.queue_max = queue_max
+        self.backoff_ms = backoff_ms
+        self.on_items = on_items
+        self.clock = clock
+        self._q: asyncio.Queue[Work | Heartbeat | RulesAckRow | None] = asyncio.Queue()
+        self._pending = 0
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-writer")
+        self.stats = {"batches": 0, "stored": 0, "redelivered": 0, "busy": 0, "errors": 0}
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def submit(self, work: Work) -> bool:
+        """Queue captures for the next commit; False = overloaded (tell the agent to back off)."""
+        if self._pending + len(work.captures) > self.queue_max and self._pending > 0:
+            return False
+        self._pending += len(work.captures)
+        self._q.put_nowait(work)
+        return True
+
+    def submit_heartbeat(self, hb: Heartbeat) -> None:
+        self._q.put_nowait(hb)
+
+    def submit_rules_ack(self, ack: RulesAckRow) -> None:
+        self._q.put_nowait(ack)
+
+    def backoff(self, reason: str) -> pb.CollectorMessage:
+        return pb.CollectorMessage(backoff=pb.Backoff(retry_after_ms=self.backoff_ms,
+                                                      reason=reason))
+
+    async def run(self) -> None:
+        """Drain until :meth:`stop`; everything queued before stop is still written."""
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._q.get()
+            batch = _Batch()
+            item: Work | Heartbeat | RulesAckRow | None = first
+            while True:
+                if item is None:
+                    stopping = True
+                elif isinstance(item, Work):
+                    batch.works.append(item)
+                    batch.n += len(item.captures)
+                elif isinstance(item, Heartbeat):
+                    batch.heartbeats.append(item)
+                else:
+                    batch.acks.append(item)
+                if batch.n >= self.batch_max or self._q.empty():
+                    break
+                item = self._q.get_nowait()
+            await self._commit(loop, batch)
+
+    async def _commit(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
+        captures = [c for w in batch.works for c in w.captures]
+        self._pending -= batch.n
+        now = int(self.clock() * 1000)
+        try:
+            result: IngestResult = await loop.run_in_executor(
+                self._executor, lambda: self.store.ingest(
+                    captures, now, self.policy, batch.heartbeats, batch.acks))
+        except StoreBusy as exc:
+            self.stats["busy"] += 1
+            log.warning("store busy, %d captures not acknowledged: %s", len(captures), exc)
+            for w in batch.works:
+                w.reply(self.backoff("store busy"))
+            return
+        except Exception:
+            self.stats["errors"] += 1
+            log.exception("writer commit failed; %d captures not acknowledged", len(captures))
+            for w in batch.works:
+                w.reply(self.backoff("store error"))
+            return
+        self.stats["batches"] += 1
+        self.stats["stored"] += len(result.stored_ids)
+        self.stats["redelivered"] += len(result.existing_ids)
+        for w in batch.works:
+            ack = pb.Ack(stored_ids=[c.id for c in w.captures])
+            for cid, reason in w.rejected:
+                ack.rejected.add(id=cid, reason=reason)
+            w.reply(pb.CollectorMessage(ack=ack))
+        if result.items and self.on_items is not None:
+            try:
+                await self.on_items(result.items)
+            except Exception:
+                log.exception("alerting failed for %d queue items", len(result.items))
+
+    async def stop(self) -> None:
+        self._q.put_nowait(None)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,146 @@
+"""The Collector service (mutual-TLS port): one bidirectional stream per agent.
+
+The device is identified from the client certificate the TLS layer verified
+(``context.auth_context()['x509_pem_cert']``), never from a message body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+
+from collector.fanout import Connection, Hub
+from collector.store.base import DeviceRow, Heartbeat, RulesAckRow, Store
+from collector.store.ingest import Work, Writer
+from collector.tls import device_id_from_cert_pem
+from collector.validate import Limits, bound, to_new_capture
+from proto import vigil_pb2 as pb
+from proto import vigil_pb2_grpc as pb_grpc
+
+__all__ = ["AgentSettings", "CollectorService"]
+
+log = logging.getLogger(__name__)
+
+
+class AgentSettings:
+    """What goes into ``AgentConfig`` (besides the age band)."""
+
+    def __init__(self, heartbeat_seconds: int = 60, context_chars: int = 120,
+                 screenshot_min_severity: int = 4, excluded_windows: list[str] | None = None,
+                 excluded_processes: list[str] | None = None) -> None:
+        self.heartbeat_seconds = heartbeat_seconds
+        self.context_chars = context_chars
+        self.screenshot_min_severity = screenshot_min_severity
+        self.excluded_windows = excluded_windows or []
+        self.excluded_processes = excluded_processes or []
+
+
+class CollectorService(pb_grpc.CollectorServicer):
+    def __init__(
+        self,
+        store: Store,
+        run: Callable[..., asyncio.Future[Any]],
+        writer: Writer,
+        hub: Hub,
+        limits: Limits,
+        settings: AgentSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.run, self.writer, self.hub = store, run, writer, hub
+        self.limits, self.settings, self.clock = limits, settings, clock
+
+    async def _device(self, context: grpc.aio.ServicerContext) -> DeviceRow:
+        certs = context.auth_context().get("x509_pem_cert") or []
+        if not certs:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
+        device_id, serial = device_id_from_cert_pem(certs[0])
+        device = await self.run(self.store.get_device, device_id)
+        if device is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED,
+                                f"device {device_id} is not enrolled here; enrol it first")
+        assert isinstance(device, DeviceRow)
+        if device.revoked_at is not None or device.cert_serial != serial:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"device {device_id} or its certificate has been revoked")
+        return device
+
+    async def Connect(
+        self, request_iterator: AsyncIterator[pb.AgentMessage],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.CollectorMessage]:
+        device = await self._device(context)
+        conn = Connection(device)
+        self.hub.register(conn)
+        reader = asyncio.create_task(self._read(request_iterator, conn))
+        try:
+            while True:
+                msg = await conn.out.get()
+                if msg is None:
+                    break
+                yield msg
+        finally:
+            reader.cancel()
+            self.hub.unregister(conn)
+
+    async def _read(self, requests: AsyncIterator[pb.AgentMessage], conn: Connection) -> None:
+        try:
+            async for msg in requests:
+                kind = msg.WhichOneof("body")
+                if kind == "captures":
+                    self._captures(msg.captures, conn)
+                elif kind == "heartbeat":
+                    await self._heartbeat(msg.heartbeat, conn)
+                elif kind == "rules_ack":
+                    a = msg.rules_ack
+                    self.writer.submit_rules_ack(RulesAckRow(
+                        conn.device.id, a.version, a.applied, bound(a.error, 500), self._now()))
+                    if a.applied:
+                        conn.rules_version = a.version
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the stream broke; the agent reconnects
+            log.debug("stream from %s ended: %s", conn.device.id, exc)
+        finally:
+            conn.close()
+
+    def _now(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _captures(self, batch: pb.CaptureBatch, conn: Connection) -> None:
+        now = self._now()
+        work = Work([], [], conn.send)
+        for c in batch.captures:
+            r = to_new_capture(c, conn.device, now, self.limits)
+            if isinstance(r, str):
+                work.rejected.append((c.id, r))
+            else:
+                work.captures.append(r)
+        if not self.writer.submit(work):
+            conn.send(self.writer.backoff("collector overloaded"))
+
+    async def _heartbeat(self, hb: pb.Heartbeat, conn: Connection) -> None:
+        self.writer.submit_heartbeat(Heartbeat(
+            conn.device.id, self._now(), bound(hb.agent_version, 64), hb.rules_version,
+            hb.spool_depth, hb.spool_bytes,
+            {bound(k, 64): int(v) for k, v in list(hb.drops.items())[:50]},
+            bound(hb.os_user, 256), bound(hb.hostname, 255), bound(hb.os, 64)))
+        conn.rules_version = max(conn.rules_version, hb.rules_version) \
+            if conn.rules_version >= 0 else hb.rules_version
+        if conn.configured_for != hb.os_user:
+            conn.configured_for = hb.os_user
+            band: str | None = None
+            if hb.os_user:
+                band = await self.run(self.store.pupil_age_band, conn.device.site_id,
+                                      hb.os_user)
+            s = self.settings
+            conn.send(pb.CollectorMessage(config=pb.AgentConfig(
+                heartbeat_seconds=s.heartbeat_seconds, context_chars=s.context_chars,
+                screenshot_min_severity=s.screenshot_min_severity,
+                excluded_windows=s.excluded_windows, excluded_processes=s.excluded_processes,
+                group=band or conn.device.age_band)))
+        self.hub.maybe_send_rules(conn)

@@ -1,0 +1,104 @@
+#!/bin/bash
+# Install the Vigil agent for every user of this Mac. UNTESTED ON A REAL MAC (see README.md);
+# on Linux the tests run it with --root to check the files it writes. Written for macOS's
+# /bin/bash 3.2 (no bash 4 features).
+#
+#   sudo installer/macos/install.sh --collector vigil.school.uk:7443 --token-file token.txt \
+#        --ca ca.crt [--wheel vigil-0.1.0-py3-none-any.whl] [--python /usr/local/bin/python3.12]
+#
+# Installs:
+#   /Library/Vigil/venv, /Library/Vigil/vigil_session.py
+#   /Library/Application Support/Vigil/agent.toml, ca.crt
+#   /Library/LaunchAgents/org.vigil.agent.plist   (one agent per user GUI session)
+set -euo pipefail
+
+usage() {
+  cat <<'USAGE'
+usage: install.sh --collector HOST:PORT (--token TOKEN | --token-file FILE) --ca FILE [options]
+
+  --enroll HOST:PORT   enrolment port (default: collector host, port 7444)
+  --wheel FILE         install this vigil wheel (default: vigil from the package index)
+  --python PY          Python 3.11+ (default: python3 from python.org, /usr/local/bin/python3)
+  --root DIR           write everything under DIR and skip plutil/launchctl (tests, packaging)
+USAGE
+}
+die() { echo "install.sh: $*" >&2; exit 2; }
+
+collector="" enroll="" token="" ca="" wheel="" python="/usr/local/bin/python3" root=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --collector) collector="${2:?--collector needs HOST:PORT}"; shift 2 ;;
+    --enroll) enroll="${2:?--enroll needs HOST:PORT}"; shift 2 ;;
+    --token) token="${2:?--token needs a value}"; shift 2 ;;
+    --token-file) token="$(tr -d '[:space:]' <"${2:?--token-file needs a file}")"; shift 2 ;;
+    --ca) ca="${2:?--ca needs a file}"; shift 2 ;;
+    --wheel) wheel="${2:?--wheel needs a file}"; shift 2 ;;
+    --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
+    --root) root="${2:?--root needs a directory}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option: $1" ;;
+  esac
+done
+
+case "$collector" in *:*) ;; *) die "--collector HOST:PORT is required (the collector's stream port)" ;; esac
+[ -n "$token" ] || die "--token (or --token-file) is required: run 'vigil-collector token create' on the collector"
+case "$token" in *[!A-Za-z0-9._~+/=:-]*) die "--token: unexpected characters; paste the token exactly as printed" ;; esac
+[ -f "$ca" ] || die "--ca FILE is required and must exist: copy ca.crt from the collector's data dir"
+grep -q "BEGIN CERTIFICATE" "$ca" || die "--ca: $ca is not a PEM certificate"
+[ -n "$enroll" ] || enroll="${collector%:*}:7444"
+if [ -n "$wheel" ]; then
+  [ -f "$wheel" ] || die "--wheel: no such file: $wheel"
+  wheel="$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")"
+fi
+if [ -n "$root" ]; then
+  mkdir -p "$root"; root="$(cd "$root" && pwd)"
+elif [ "$(id -u)" -ne 0 ]; then
+  die "run as root (sudo), or pass --root DIR"
+fi
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+  || die "$python is not Python 3.11+: install Python from python.org for all users, or pass --python"
+
+here="$(cd "$(dirname "$0")" && pwd)"
+app="$root/Library/Vigil"
+conf="$root/Library/Application Support/Vigil"
+agents="$root/Library/LaunchAgents"
+plist="$agents/org.vigil.agent.plist"
+
+echo "==> virtualenv in $app/venv"
+mkdir -p "$app" "$conf" "$agents"
+[ -x "$app/venv/bin/python3" ] || "$python" -m venv "$app/venv"
+"$app/venv/bin/python3" -m pip install -q --upgrade pip >/dev/null
+if [ -n "$wheel" ]; then
+  "$app/venv/bin/python3" -m pip install -q "${wheel}[agent]"
+else
+  "$app/venv/bin/python3" -m pip install -q "vigil[agent]"
+fi
+install -m 0644 "$here/../vigil_session.py" "$app/vigil_session.py"
+
+echo "==> config in $conf"
+install -m 0644 "$ca" "$conf/ca.crt"
+cat >"$conf/agent.toml" <<TOML
+# Vigil agent, written by installer/macos/install.sh. Keys: docs/configuration.md.
+[agent]
+collector = "$collector"
+
+[enroll]
+server = "$enroll"
+token = "$token"
+ca = "/Library/Application Support/Vigil/ca.crt"
+TOML
+chmod 0644 "$conf/agent.toml"
+
+echo "==> LaunchAgent $plist"
+install -m 0644 "$here/org.vigil.agent.plist" "$plist"
+if [ -z "$root" ]; then
+  chown root:wheel "$plist"
+  plutil -lint "$plist" >/dev/null || die "plutil rejected $plist"
+  # Start it now in the session of whoever is logged in at the console, if anyone.
+  user="$(stat -f %Su /dev/console 2>/dev/null || true)"
+  if [ -n "$user" ] && [ "$user" != "root" ] && [ "$user" != "loginwindow" ]; then
+    launchctl bootstrap "gui/$(id -u "$user")" "$plist" 2>/dev/null || true
+  fi
+fi
+echo "installed: the agent starts at each user's next login. Grant its privacy permissions"
+echo "with the PPPC profile (vigil-pppc.mobileconfig) from your MDM; see README.md."

@@ -1,0 +1,131 @@
+<#
+.SYNOPSIS
+    Install the Vigil agent for every user of this Windows PC.
+
+.DESCRIPTION
+    UNTESTED ON A REAL WINDOWS MACHINE: written against the documented cmdlets, never run
+    (see installer/windows/README.md).
+
+    Installs:
+      %ProgramFiles%\Vigil\venv              a virtualenv with vigil[agent]
+      %ProgramFiles%\Vigil\vigil_session.py  enrols each user's agent at first logon, then runs it
+      %ProgramData%\Vigil\agent.toml, ca.crt collector address, enrolment token and CA
+      Task Scheduler \Vigil\Vigil Agent      at every logon, in that user's session (keyboard and
+                                             window hooks do not work from a session-0 service)
+
+    Needs Python 3.11+ installed for all users first (see README.md), and an elevated prompt.
+
+.EXAMPLE
+    powershell.exe -ExecutionPolicy Bypass -File install.ps1 -Collector vigil.school.uk:7443 `
+        -TokenFile token.txt -CaFile ca.crt -Wheel vigil-0.1.0-py3-none-any.whl
+#>
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory = $true)][string]$Collector,
+    [string]$Enroll = "",
+    [string]$Token = "",
+    [string]$TokenFile = "",
+    [Parameter(Mandatory = $true)][string]$CaFile,
+    [string]$Wheel = "",
+    [string]$Source = "vigil",
+    [string]$Python = "",
+    [string]$InstallDir = (Join-Path $env:ProgramFiles "Vigil"),
+    [string]$ConfigDir = (Join-Path $env:ProgramData "Vigil")
+)
+
+Set-StrictMode -Version Latest
+$ErrorActionPreference = "Stop"
+
+function Stop-WithError([string]$Message) {
+    [Console]::Error.WriteLine("install.ps1: $Message")
+    exit 2
+}
+
+function Invoke-Checked([string]$Exe, [string[]]$Arguments) {
+    & $Exe @Arguments
+    if ($LASTEXITCODE -ne 0) { Stop-WithError "'$Exe $($Arguments -join ' ')' failed with exit $LASTEXITCODE" }
+}
+
+# --- checks -------------------------------------------------------------------------------
+$principal = New-Object Security.Principal.WindowsPrincipal([Security.Principal.WindowsIdentity]::GetCurrent())
+if (-not $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)) {
+    Stop-WithError "run from an elevated PowerShell (Run as administrator), or deploy through Intune/GPO as SYSTEM"
+}
+if ($Collector -notmatch '^[^:\s]+:\d+$') { Stop-WithError "-Collector: expected HOST:PORT, got '$Collector'" }
+if (-not $Enroll) { $Enroll = ($Collector -replace ':\d+$', '') + ":7444" }
+if ($Enroll -notmatch '^[^:\s]+:\d+$') { Stop-WithError "-Enroll: expected HOST:PORT, got '$Enroll'" }
+if ($TokenFile) {
+    if (-not (Test-Path -LiteralPath $TokenFile -PathType Leaf)) { Stop-WithError "-TokenFile: no such file: $TokenFile" }
+    $Token = (Get-Content -LiteralPath $TokenFile -Raw).Trim()
+}
+if (-not $Token) { Stop-WithError "-Token or -TokenFile is required: run 'vigil-collector token create' on the collector" }
+if ($Token -notmatch '^[A-Za-z0-9._~+/=:-]+$') { Stop-WithError "-Token: unexpected characters; paste the token exactly as printed" }
+if (-not (Test-Path -LiteralPath $CaFile -PathType Leaf)) { Stop-WithError "-CaFile: no such file: $CaFile" }
+if (-not (Select-String -LiteralPath $CaFile -Pattern "BEGIN CERTIFICATE" -Quiet)) { Stop-WithError "-CaFile: $CaFile is not a PEM certificate" }
+if ($Wheel -and -not (Test-Path -LiteralPath $Wheel -PathType Leaf)) { Stop-WithError "-Wheel: no such file: $Wheel" }
+$sessionPy = Join-Path $PSScriptRoot "..\vigil_session.py"
+if (-not (Test-Path -LiteralPath $sessionPy)) { Stop-WithError "missing ${sessionPy}: run this script from a full copy of installer\" }
+
+if (-not $Python) {
+    $candidates = @(Get-ChildItem -Path (Join-Path $env:ProgramFiles "Python3*\python.exe") -ErrorAction SilentlyContinue |
+        Sort-Object FullName -Descending | Select-Object -ExpandProperty FullName)
+    if ($candidates.Count -gt 0) { $Python = $candidates[0] }
+}
+if (-not $Python) { Stop-WithError "no Python found under $env:ProgramFiles\Python3*: install Python 3.11+ for all users, or pass -Python C:\path\python.exe" }
+& $Python -c "import sys; sys.exit(sys.version_info < (3, 11))"
+if ($LASTEXITCODE -ne 0) { Stop-WithError "$Python is not Python 3.11 or newer" }
+
+# --- virtualenv ---------------------------------------------------------------------------
+Write-Host "==> virtualenv in $InstallDir\venv"
+New-Item -ItemType Directory -Force -Path $InstallDir | Out-Null
+$venvPython = Join-Path $InstallDir "venv\Scripts\python.exe"
+if (-not (Test-Path -LiteralPath $venvPython)) { Invoke-Checked $Python @("-m", "venv", (Join-Path $InstallDir "venv")) }
+Invoke-Checked $venvPython @("-m", "pip", "install", "-q", "--upgrade", "pip")
+if ($Wheel) {
+    $wheelPath = (Resolve-Path -LiteralPath $Wheel).Path
+    Invoke-Checked $venvPython @("-m", "pip", "install", "-q", "${wheelPath}[agent]")
+} else {
+    Invoke-Checked $venvPython @("-m", "pip", "install", "-q", "${Source}[agent]")
+}
+Copy-Item -LiteralPath $sessionPy -Destination (Join-Path $InstallDir "vigil_session.py") -Force
+
+# --- config -------------------------------------------------------------------------------
+Write-Host "==> config in $ConfigDir"
+New-Item -ItemType Directory -Force -Path $ConfigDir | Out-Null
+# Users may read (each user's agent enrols with it) but not write or create files here.
+Invoke-Checked "icacls.exe" @($ConfigDir, "/inheritance:r", "/grant:r",
+    "*S-1-5-18:(OI)(CI)F", "*S-1-5-32-544:(OI)(CI)F", "*S-1-5-32-545:(OI)(CI)RX")
+$caDest = Join-Path $ConfigDir "ca.crt"
+Copy-Item -LiteralPath $CaFile -Destination $caDest -Force
+$toml = @"
+# Vigil agent, written by installer\windows\install.ps1 on $((Get-Date).ToUniversalTime().ToString("yyyy-MM-ddTHH:mmZ")).
+# Every key is documented in docs/configuration.md.
+[agent]
+collector = "$Collector"
+
+[enroll]
+server = "$Enroll"
+token = "$Token"
+ca = '$caDest'
+"@
+# TOML must be UTF-8 without a byte-order mark (Windows PowerShell 5.1's -Encoding UTF8 adds one).
+[System.IO.File]::WriteAllText((Join-Path $ConfigDir "agent.toml"), $toml, (New-Object System.Text.UTF8Encoding $false))
+
+# --- logon task ---------------------------------------------------------------------------
+Write-Host "==> scheduled task \Vigil\Vigil Agent (at logon, every user, in their session)"
+$pythonw = Join-Path $InstallDir "venv\Scripts\pythonw.exe"
+$arguments = "`"$(Join-Path $InstallDir 'vigil_session.py')`" --config `"$(Join-Path $ConfigDir 'agent.toml')`""
+$action = New-ScheduledTaskAction -Execute $pythonw -Argument $arguments -WorkingDirectory $InstallDir
+$trigger = New-ScheduledTaskTrigger -AtLogOn
+# S-1-5-32-545 = BUILTIN\Users, by SID so it also works on non-English Windows.
+$taskPrincipal = New-ScheduledTaskPrincipal -GroupId "S-1-5-32-545" -RunLevel Limited
+$settings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries `
+    -ExecutionTimeLimit ([TimeSpan]::Zero) -MultipleInstances Parallel -StartWhenAvailable `
+    -RestartCount 3 -RestartInterval (New-TimeSpan -Minutes 1)
+Register-ScheduledTask -TaskName "Vigil Agent" -TaskPath "\Vigil\" -Action $action -Trigger $trigger `
+    -Principal $taskPrincipal -Settings $settings -Force `
+    -Description "Vigil safeguarding agent: runs in each user's session; 'vigil-agent status' shows what it watches." | Out-Null
+
+Write-Host "installed: the agent starts at each user's next logon."
+Write-Host "check a session with: `"$InstallDir\venv\Scripts\vigil-agent.exe`" install-check"
+exit 0

@@ -1,0 +1,218 @@
+"""The streaming matcher: keystrokes in, hits out.
+
+Each raw character goes through the :class:`~rules.normalise.Normaliser`; every normalised
+character it releases steps the :class:`~rules.automaton.Automaton`. Before each character we
+push a snapshot ``(normaliser state, automaton state)``, so ``backspace`` is a pop.
+
+Keys are padded with spaces (``" kil "``), so a hit needs a word boundary on both sides and
+completes when the boundary after it arrives (the next separator, or ``reset``). A phrase
+ending in ``*`` is a prefix and completes on its last letter.
+
+Exclusions ("kill the process" cancels "kill") are keys too. A hit of a rule that has
+exclusions is held until the stream has moved on by the length of that rule's longest
+exclusion (normalised characters), or until ``reset``; an exclusion that overlaps it in the
+meantime cancels it. That is the only added latency: at most one exclusion's length of typing,
+and the agent resets on Enter, focus change and idle anyway.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .model import Hit
+from .normalise import _CACHE as _FOLDED
+from .normalise import _WORD, Normaliser, fold
+
+if TYPE_CHECKING:
+    from .ruleset import _Index
+
+__all__ = ["StreamMatcher"]
+
+_NEWLINES = frozenset("\n\r")
+_NOT_LETTER = frozenset({"", " ", "."})
+
+
+class StreamMatcher:
+    """Match one stream of characters (one text field, one window title...) against rules.
+
+    Not thread-safe: one matcher per stream. ``feed``/``reset`` return hits completed so far;
+    hits found while undoing text (a phrase typed then deleted still counts) are returned by
+    the next ``feed`` or ``reset``. A newline in ``feed`` acts as ``reset``.
+    """
+
+    def __init__(self, index: _Index, allowed: tuple[bool, ...], context_chars: int = 120) -> None:
+        if context_chars < 1:
+            raise ValueError("context_chars must be at least 1")
+        self._ix, self._allowed, self._ctx = index, allowed, context_chars
+        self._aut = index.automaton
+        self._delta = self._aut.delta
+        self._out = self._aut.out
+        self._norm = Normaliser()
+        self._ac = self._aut.start
+        self._raw: list[str] = []
+        # per raw character: the normaliser snapshot before it, plus the automaton state
+        self._snaps: list[tuple[int, str, int, str, int, int, int, str, str, int]] = []
+        self._pending: list[tuple[int, int, int, str, int, str]] = []
+        self._excl: list[tuple[int, int, int]] = []
+        self._spans: list[tuple[int, int, int]] = []  # hits already taken, per rule
+        self._carry: list[Hit] = []
+        self._max_raw = max(4096, 8 * context_chars)
+
+    def feed(self, ch: str) -> list[Hit]:
+        """Consume one typed character; return the hits completed so far."""
+        norm = self._norm
+        f = _FOLDED.get(ch)
+        if f is not None and norm.mode == _WORD and len(f) == 1 and f > ".":
+            # Fast path (most keystrokes): another letter inside a word. Inlines
+            # Normaliser.push and Automaton.step; keep in step with them.
+            src, n, last = norm.src, norm.n, norm.last
+            self._snaps.append((_WORD, last, norm.toklen, norm.held, norm.held_at, n, len(src),
+                                norm.gap, norm.run, self._ac))
+            self._raw.append(ch)
+            norm.n = n + 1
+            if f != last:
+                norm.last, norm.toklen = f, 2
+                src.append(n)
+                ac = self._delta[self._ac].get(f)
+                if ac is None:
+                    ac = self._aut.step(self._ac, f)
+                self._ac = ac
+                found = self._out[ac]
+                if found is not None or self._pending or self._carry:
+                    hits, self._carry = self._carry, []
+                    if found is not None:
+                        self._found(found, len(src) - 1, hits)
+                    if self._pending:
+                        self._release(len(src), hits)
+                    return hits
+            elif self._carry:
+                hits, self._carry = self._carry, []
+                return hits
+            return []
+        return self._feed_slow(ch)
+
+    def _feed_slow(self, ch: str) -> list[Hit]:
+        if ch in _NEWLINES:
+            return self.reset()
+        norm = self._norm
+        self._snaps.append((*norm.snapshot(), self._ac))
+        self._raw.append(ch)
+        out = norm.push(ch)
+        hits, self._carry = self._carry, []
+        if out:
+            step, table, ac = self._aut.step, self._out, self._ac
+            base = len(norm.src) - len(out)
+            for k, c in enumerate(out):
+                ac = step(ac, c)
+                found = table[ac]
+                if found is not None:
+                    self._found(found, base + k, hits)
+            self._ac = ac
+            if self._pending:
+                self._release(len(norm.src), hits)
+            if len(self._raw) >= self._max_raw and out[-1] == " ":
+                hits += self.reset()  # bound memory: a very long context is split here
+        return hits
+
+    def backspace(self) -> None:
+        """Remove the last character. A phrase that was complete before it still counts."""
+        if not self._raw:
+            return
+        norm, ac, snap = self._norm, self._ac, self._norm.snapshot()
+        out = norm.end()  # would the text as it stands complete a phrase?
+        base = len(norm.src) - len(out)
+        for k, c in enumerate(out):
+            ac = self._aut.step(ac, c)
+            found = self._out[ac]
+            if found is not None:
+                self._found(found, base + k, self._carry)
+        norm.restore(snap)
+        prev = self._snaps.pop()
+        self._raw.pop()
+        norm.restore(prev[:9])
+        self._ac = prev[9]
+
+    def reset(self) -> list[Hit]:
+        """End the context (Enter, focus change, idle): flush pending hits, clear all state."""
+        hits, self._carry = self._carry, []
+        norm, ac = self._norm, self._ac
+        out = norm.end()
+        base = len(norm.src) - len(out)
+        for k, c in enumerate(out):
+            ac = self._aut.step(ac, c)
+            found = self._out[ac]
+            if found is not None:
+                self._found(found, base + k, hits)
+        self._release(None, hits)
+        norm.reset()
+        self._ac = self._aut.start
+        self._raw.clear()
+        self._snaps.clear()
+        self._excl.clear()
+        self._spans.clear()
+        return hits
+
+    def scan(self, text: str) -> list[Hit]:
+        """Match a whole text as one context (window titles, file names): reset, feed, reset."""
+        hits = self.reset()
+        for ch in text:
+            hits += self.feed(ch)
+        hits += self.reset()
+        return hits
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _found(self, keys: tuple[int, ...], pos: int, hits: list[Hit]) -> None:
+        src, raw, allowed = self._norm.src, self._raw, self._allowed
+        for key in keys:
+            klen = self._ix.key_lengths[key]
+            start = src[pos - klen + 2]
+            for is_excl, ri, phrase, whole in self._ix.entries[key]:
+                if not allowed[ri]:
+                    continue
+                end = (src[pos] - 1 if pos < len(src) else len(raw) - 1) if whole else src[pos]
+                while end > start and fold(raw[end]) in _NOT_LETTER:
+                    end -= 1
+                if is_excl:
+                    self._excl.append((ri, start, end))
+                    continue
+                if any(r == ri and s <= end and start <= e for r, s, e in self._spans):
+                    continue  # the same rule already hit overlapping text in this context
+                self._spans.append((ri, start, end))
+                match = "".join(raw[start : end + 1])
+                hold = self._ix.max_exclusion[ri]
+                if hold:
+                    self._pending.append((ri, start, end, phrase, pos + hold, match))
+                else:
+                    hits.append(self._hit(ri, start, end, phrase, match))
+
+    def _release(self, upto: int | None, hits: list[Hit]) -> None:
+        keep = []
+        for item in self._pending:
+            ri, start, end, phrase, due, match = item
+            if any(r == ri and s <= end and start <= e for r, s, e in self._excl):
+                continue  # an exclusion overlapped it: cancelled
+            if upto is None or upto > due:
+                hits.append(self._hit(ri, start, end, phrase, match))
+            else:
+                keep.append(item)
+        self._pending = keep
+
+    def _hit(self, ri: int, start: int, end: int, phrase: str, match: str) -> Hit:
+        raw, n = self._raw, self._ctx
+        if "".join(raw[start : end + 1]) == match:  # still on screen: centre a window on it
+            room = max(0, n - len(match))
+            after = "".join(raw[end + 1 : end + 1 + room // 2])
+            before = "".join(raw[max(0, start - (room - len(after))) : start])
+            context = (before + match + after)[:n]
+        else:
+            context = match[:n]
+        rule = self._ix.rules[ri]
+        kind = "exact" if _plain(match) == _plain(phrase.rstrip("*")) else "normalised"
+        if kind == "normalised" and phrase.endswith("*"):
+            kind = "exact" if _plain(match).startswith(_plain(phrase[:-1])) else kind
+        return Hit(rule=rule, match=match, context=context, match_kind=kind)
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.casefold().split())

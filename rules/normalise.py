@@ -1,0 +1,192 @@
+"""The text normaliser: what the matcher actually compares.
+
+Raw text is folded one character at a time (NFKC, casefold, accents dropped, leetspeak and
+common look-alike letters mapped, apostrophes and invisible characters elided, anything else
+becomes a separator) and then run through a tiny state machine that
+
+* collapses runs of separators into one space (``"kill   me"`` -> ``"kil me"``),
+* collapses repeated letters (``"diiiie"`` -> ``"die"``, ``"kill"`` -> ``"kil"``),
+* joins runs of single-character tokens (``"k i l l"``, ``"s.u.i.c.i.d.e"`` -> one word).
+
+Phrases go through exactly the same machine, so "the same" means the same on both sides.
+The machine is streaming and its state is a small tuple, so the matcher can snapshot it per
+keystroke and undo a backspace.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+__all__ = ["Normaliser", "fold", "normalise"]
+
+# Leetspeak and look-alike letters (Cyrillic/Greek homoglyphs, written as escapes so the
+# source stays readable). Applied after casefold.
+_LEET = {
+    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
+    "$": "s", "@": "a", "\u20ac": "e",
+    "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c",
+    "\u0443": "y", "\u0445": "x", "\u0456": "i", "\u0458": "j", "\u0455": "s",
+    "\u0501": "d", "\u0261": "g", "\u03b1": "a", "\u03bf": "o", "\u03b9": "i",
+    "\u03ba": "k", "\u03bd": "v", "\u03c4": "t", "\u03b5": "e",
+}  # fmt: skip
+# Elided inside words: apostrophes (don't == dont), invisible joiners, soft hyphen.
+_ELIDE = frozenset("'`\u2018\u2019\u00b4\u00ad\u200b\u200c\u200d\u2060\ufeff")
+_CACHE: dict[str, str] = {}
+_CACHE_MAX = 20_000
+
+
+def _fold_uncached(ch: str) -> str:
+    out: list[str] = []
+    text = unicodedata.normalize("NFKC", ch).casefold()
+    for c in unicodedata.normalize("NFKD", text):
+        if unicodedata.combining(c):
+            continue
+        c = _LEET.get(c, c)
+        if c in _ELIDE or unicodedata.category(c) == "Cf":
+            continue
+        if c.isalnum():
+            out.append(c)
+        elif out and out[-1] in " .":  # one separator; whitespace beats punctuation
+            out[-1] = " " if c.isspace() else out[-1]
+        else:
+            out.append(" " if c.isspace() else ".")
+    return "".join(out)
+
+
+def fold(ch: str) -> str:
+    """Fold one raw character to zero or more normalised characters: letters, ``" "``
+    (whitespace) or ``"."`` (any other separator)."""
+    got = _CACHE.get(ch)
+    if got is None:
+        got = _fold_uncached(ch)
+        if len(_CACHE) < _CACHE_MAX:
+            _CACHE[ch] = got
+    return got
+
+
+# Machine modes.
+_SPACE, _WORD, _HOLD, _PLUS = 0, 1, 2, 3
+
+Snapshot = tuple[int, str, int, str, int, int, int, str, str]
+
+
+class Normaliser:
+    """Streaming normaliser. ``push`` one raw character, get the normalised characters it
+    releases; ``src[k]`` is the raw index that produced released character ``k``.
+
+    A single-character token is held back until we know whether the next token is also a
+    single character (then the two are joined), so output can lag input by one token. A run
+    of joined single characters keeps one kind of separator: "k.i.l.l m.e" is "kil me"
+    because the space differs from the dots, while "k i l l" is "kil".
+    """
+
+    __slots__ = ("gap", "held", "held_at", "last", "mode", "n", "run", "src", "toklen")
+
+    def __init__(self) -> None:
+        self.src: list[int] = []
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new context (the caller treats the start as a word boundary)."""
+        self.mode, self.last, self.toklen = _SPACE, " ", 0
+        self.held, self.held_at, self.n = "", -1, 0
+        self.gap, self.run = "", ""
+        self.src.clear()
+
+    def snapshot(self) -> Snapshot:
+        """The whole state, as a tuple (cheap to keep one per keystroke)."""
+        return (self.mode, self.last, self.toklen, self.held, self.held_at, self.n,
+                len(self.src), self.gap, self.run)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Go back to a state returned by :meth:`snapshot` (truncates ``src``)."""
+        (self.mode, self.last, self.toklen, self.held, self.held_at, self.n, cut, self.gap,
+         self.run) = snap
+        del self.src[cut:]
+
+    def push(self, ch: str) -> str:
+        """Consume one raw character; return the normalised characters released by it."""
+        i = self.n
+        self.n = i + 1
+        folded = _CACHE.get(ch)
+        if folded is None:
+            folded = fold(ch)
+        if len(folded) == 1 and self.mode == _WORD and folded > ".":
+            # Fast path: another letter inside a word (letters sort after " " and ".").
+            if folded == self.last:
+                return ""
+            self.last = folded
+            self.toklen = 2
+            self.src.append(i)
+            return folded
+        return "".join([self._step(c, i) for c in folded])
+
+    def end(self) -> str:
+        """Flush at the end of a context: release held text and a closing boundary."""
+        mode, out = self.mode, ""
+        if mode == _PLUS:
+            out = self._single()
+        if mode != _SPACE:
+            out += self._emit(" ", self.n)
+        self.mode, self.toklen, self.run = _SPACE, 0, ""
+        return out
+
+    def _emit(self, c: str, i: int) -> str:
+        if c == self.last:
+            return ""
+        self.last = c
+        self.src.append(i)
+        return c
+
+    def _single(self) -> str:
+        """The held token turned out to be one character: join the run, or start one."""
+        if self.run in ("", self.gap):
+            self.run = self.gap
+            return self._emit(self.held, self.held_at)
+        self.run = ""
+        return self._emit(" ", self.held_at) + self._emit(self.held, self.held_at)
+
+    def _step(self, c: str, i: int) -> str:
+        mode = self.mode
+        if c > ".":  # a letter
+            if mode == _SPACE:
+                self.mode, self.toklen = _WORD, 1
+                return self._emit(c, i)
+            if mode == _WORD:
+                out = self._emit(c, i)
+                if out:
+                    self.toklen = 2
+                return out
+            if mode == _HOLD:
+                self.mode, self.held, self.held_at = _PLUS, c, i
+                return ""
+            if c == self.held:  # _PLUS, a repeated letter: still one character
+                return ""
+            self.mode, self.toklen, self.run = _WORD, 2, ""
+            return self._emit(" ", self.held_at) + self._emit(self.held, self.held_at) + (
+                self._emit(c, i)
+            )
+        # a separator: " " (whitespace) or "." (punctuation)
+        if mode == _WORD:
+            if self.toklen == 1:
+                self.mode, self.gap, self.run = _HOLD, c, ""
+                return ""
+            self.mode = _SPACE
+            return self._emit(" ", i)
+        if mode == _HOLD:
+            if c == " ":
+                self.gap = " "
+            return ""
+        if mode == _PLUS:
+            out = self._single()
+            self.mode, self.gap = _HOLD, c
+            return out
+        return ""
+
+
+def normalise(text: str) -> str:
+    """Normalise a whole string (as the matcher sees it), without the boundary spaces."""
+    n = Normaliser()
+    out = [n.push(ch) for ch in text]
+    out.append(n.end())
+    return "".join(out).strip()
