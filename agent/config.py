@@ -78,6 +78,7 @@ class Config:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "extra"}
 _DEFAULTS = Config()
+_OTHER_TABLES = frozenset({"agent", "enroll"})
 
 
 def _coerce(name: str, value: Any, file: str | None) -> Any:
@@ -140,7 +141,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
                               hint="fix the syntax at the position shown") from None
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", file=fname) from None
-        section = data.get("agent", data)
+        # [agent] holds the settings; [enroll] belongs to the session launcher (installers).
+        section = data.get("agent", {k: v for k, v in data.items() if k not in _OTHER_TABLES})
         if not isinstance(section, dict):
             raise ConfigError("[agent] must be a table", file=fname, key="agent")
         for key, value in section.items():

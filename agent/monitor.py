@@ -19,7 +19,15 @@ from .config import Config
 from .exclusion import Exclusions
 from .keystream import KeyStream
 from .rulestate import ActiveRules
-from .sources import KeyEvent, KeySource, MediaEvent, MediaSource, WindowInfo, WindowSource
+from .sources import (
+    KeyEvent,
+    KeySource,
+    MediaEvent,
+    MediaSource,
+    StopSignal,
+    WindowInfo,
+    WindowSource,
+)
 
 __all__ = ["Monitor"]
 
@@ -41,7 +49,7 @@ class Monitor:
                               Exclusions.of(config.excluded_windows, config.excluded_processes),
                               idle_seconds=config.idle_reset_seconds)
         self._on_window_built = on_window_built
-        self._stop = threading.Event()
+        self._stop = StopSignal()
         self._threads: list[threading.Thread] = []
         self._key_source: KeySource | None = None
         self._rebuild(rules.ruleset)
@@ -122,7 +130,7 @@ class Monitor:
         self.keys.focus(info)
 
     def _tick(self) -> None:
-        while not self._stop.wait(1.0):
+        while not self._stop.wait(5.0):
             self.keys.tick()
 
     def _spawn(self, name: str, fn: Callable[[], None]) -> None:
@@ -143,3 +151,4 @@ class Monitor:
         for t in self._threads:
             t.join(timeout=5)
         self.keys.focus(None)
+        self._stop.close()

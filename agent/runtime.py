@@ -60,6 +60,7 @@ class AgentRuntime:
                  on_capture: Callable[[pb.Capture], None] | None = None) -> None:
         self.data = data.ensure()
         self.config = config
+        self._base_config = config  # collector config applies on top of this, never stacks
         self.os_user = os_user or getpass.getuser()
         self.hostname = hostname or socket.gethostname()
         self.spool = Spool(data.spool, config.spool_max_bytes)
@@ -107,10 +108,10 @@ class AgentRuntime:
         if msg.screenshot_min_severity:
             changes["screenshot_min_severity"] = min(6, int(msg.screenshot_min_severity))
         if msg.excluded_windows:
-            changes["excluded_windows"] = (*self.config.excluded_windows,
+            changes["excluded_windows"] = (*self._base_config.excluded_windows,
                                            *msg.excluded_windows)
         if msg.excluded_processes:
-            changes["excluded_processes"] = (*self.config.excluded_processes,
+            changes["excluded_processes"] = (*self._base_config.excluded_processes,
                                              *msg.excluded_processes)
         if msg.group:
             changes["group"] = msg.group
@@ -161,4 +162,4 @@ class AgentRuntime:
         while not stop.is_set():
             self.write_state(True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
+                await asyncio.wait_for(stop.wait(), timeout=10.0)

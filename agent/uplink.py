@@ -42,7 +42,7 @@ def backoff_delay(attempt: int, initial: float, maximum: float,
                   rng: Callable[[], float] = random.random) -> float:
     """Exponential backoff with jitter: a random point in [base/2, base]."""
     base = min(maximum, initial * (2 ** min(attempt, 30)))
-    return base / 2 + rng() * base / 2
+    return float(base / 2 + rng() * base / 2)
 
 
 def retry_after_seconds(metadata: Any) -> float | None:

@@ -4,6 +4,8 @@
   loop in this process) each stream batches of captures; the clock runs from the first send
   until every capture is acknowledged (acks go out only after the SQLite commit, so this is
   *stored* captures per second, triage included).
+* ``store``: ``Store.ingest`` alone (dedupe check, triage, insert) in both bulk-insert modes
+  (``executemany``, the default, and sqlite-utils ``insert_all``).
 * ``raw``: the same rows inserted with plain ``executemany`` into the same schema in one
   transaction: the ceiling SQLite itself sets, for the ratio.
 * ``idle``: RSS of the collector before and after N idle agents connect and heartbeat.
@@ -15,11 +17,14 @@ import argparse
 import asyncio
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-from collector.store.sqlite import open_store
+import uuid6
+
+from collector.store.base import NewCapture
+from collector.store.sqlite import BULK_INSERT_MODES, open_store
+from collector.triage import TriagePolicy
 from proto import vigil_pb2 as pb
 from tests.support.agent_client import AgentClient, make_capture
 from tests.support.collector import RunningCollector, start_collector
@@ -36,8 +41,8 @@ def _rss_kib(pid: int) -> int:
 
 def _batches(n_batches: int, batch: int, t0: int) -> list[list[pb.Capture]]:
     out = []
-    for b in range(n_batches):
-        out.append([make_capture(f"b-{uuid.uuid4().hex}", severity=1 + (i % 4),
+    for b in range(n_batches):  # UUIDv7 ids, as the agent makes them (time-ordered keys)
+        out.append([make_capture(f"b-{uuid6.uuid7()}", severity=1 + (i % 4),
                                  os_user=f"pupil{i % 5}", rule_id=f"rule.{i % 3}",
                                  time_ms=t0 + b * batch + i) for i in range(batch)])
     return out
@@ -88,11 +93,32 @@ async def _ingest(c: RunningCollector, streams: int, per_stream: int, batch: int
             "captures_per_s": total / elapsed}
 
 
+def _store_only(n: int, mode: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as d:
+        store = open_store(Path(d) / "s.db", Path(d), bulk_insert=mode)
+        t0 = int(time.time() * 1000)
+        caps = [NewCapture(
+            id=f"s-{uuid6.uuid7()}", device_id=f"d-{i % 50}", site_id="default",
+            group_name="g", os_user=f"pupil{i % 5}", hostname="pc", time_ms=t0 + i,
+            last_time_ms=t0 + i, count=1, source="keys", rule_id=f"rule.{i % 3}",
+            category="self_harm", severity=1 + i % 4, match="example phrase",
+            context="…typed example phrase here…", window_title="Notepad", process="notepad",
+            match_kind="exact", media=None, rules_version=1, received_at=t0)
+            for i in range(n)]
+        policy = TriagePolicy()
+        start = time.perf_counter()
+        for k in range(0, n, 5000):
+            store.ingest(caps[k:k + 5000], t0, policy)
+        elapsed = time.perf_counter() - start
+        store.close()
+    return {"captures": n, "seconds": elapsed, "captures_per_s": n / elapsed}
+
+
 def _raw(n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as d:
         store = open_store(Path(d) / "raw.db", Path(d))
         t0 = int(time.time() * 1000)
-        rows = [(f"r-{uuid.uuid4().hex}", "d-x", "default", f"pupil{i % 5}", "pc", t0 + i,
+        rows = [(f"r-{uuid6.uuid7()}", "d-x", "default", f"pupil{i % 5}", "pc", t0 + i,
                  t0 + i, 1, "keys", f"rule.{i % 3}", "self_harm", 1 + i % 4, "example phrase",
                  "…typed example phrase here…", "Notepad", "notepad", "exact", None, 1, t0)
                 for i in range(n)]
@@ -140,7 +166,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["ingest"] = asyncio.run(_ingest(c, streams, per_stream, batch))
         finally:
             c.stop()
-    results["raw"] = _raw(results["ingest"]["captures"])
+    n = results["ingest"]["captures"]
+    results["raw"] = _raw(n)
+    results["store"] = {mode: _store_only(n, mode) for mode in BULK_INSERT_MODES}
     results["ratio"] = results["ingest"]["captures_per_s"] / results["raw"]["captures_per_s"]
     with tempfile.TemporaryDirectory() as d:
         c = start_collector(Path(d), cfg)
@@ -152,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    i, raw, idle = r["ingest"], r["raw"], r["idle"]
+    i, raw, idle, st = r["ingest"], r["raw"], r["idle"], r["store"]
     return "\n".join([
         "### Collector",
         "",
@@ -161,6 +189,10 @@ def markdown(r: dict[str, Any]) -> str:
         f"| stored captures/s, {i['streams']} concurrent mTLS streams, batches of {i['batch']} "
         f"(ack after commit, triage included) | **{i['captures_per_s']:,.0f}** "
         f"({i['captures']:,} captures in {i['seconds']:.2f} s, {i['backoffs']} back-offs) |",
+        f"| `Store.ingest` alone (triage + insert, no gRPC), batches of 5,000, `executemany` | "
+        f"{st['executemany']['captures_per_s']:,.0f}/s |",
+        f"| the same with sqlite-utils `insert_all` | "
+        f"{st['insert_all']['captures_per_s']:,.0f}/s |",
         f"| raw `executemany` into the same schema, one transaction | "
         f"{raw['captures_per_s']:,.0f}/s |",
         f"| ratio collector / raw SQLite | {r['ratio']:.2f} |",

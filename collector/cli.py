@@ -169,6 +169,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             store.audit(_actor(), "token.revoke", args.id)
             print(f"revoked {args.id}")
         else:
+            store.audit(_actor(), "token.list")
             for t in store.list_tokens():
                 state = ("revoked" if t.revoked_at else "expired" if t.expires_at <= now
                          else "used up" if t.uses >= t.max_uses else "active")
@@ -192,6 +193,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
             rv = rules_admin.rollback(store, cfg.data_dir, _actor(), _now_ms())
             print(f"rolled back: version {rv.version} now active ({rv.note})")
         else:
+            store.audit(_actor(), "rules.list")
             for v in store.list_rule_versions():
                 mark = "*" if v.active else " "
                 when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created_at / 1000))

@@ -46,7 +46,7 @@ class ServerConfig:
     public_url: str = ""                  # base URL of the console used in alert links
     allowed_hosts: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
     rules_poll_seconds: float = 1.0       # how often serve looks for a newly published bundle
-    max_connections: int = 20000
+    max_connections: int = 20000          # agent streams held at once; more are told to retry
 
 
 @dataclass

@@ -75,14 +75,17 @@ class Hub:
 
     async def watch(
         self,
+        active_number: Callable[[], Awaitable[int]],
         active_version: Callable[[], Awaitable[RuleVersion | None]],
         interval: float,
     ) -> None:
-        """Poll for a newly published version and fan it out."""
+        """Poll the active version number; on a change, load the bundle and fan it out."""
         while True:
             try:
-                rv = await active_version()
-                if rv is not None and (self.active is None or rv.version != self.active.version):
+                number = await active_number()
+                current = self.active.version if self.active is not None else 0
+                rv = await active_version() if number and number != current else None
+                if rv is not None:
                     n = self.set_active(rv)
                     log.info("rules version %d active; pushed to %d agents", rv.version, n)
             except Exception:

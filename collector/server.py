@@ -109,7 +109,8 @@ class CollectorServer:
             Limits(i.max_context_chars, i.max_title_chars, i.max_match_chars,
                    i.max_screenshot_bytes),
             AgentSettings(i.heartbeat_seconds, i.context_chars, i.screenshot_min_severity,
-                          i.excluded_windows, i.excluded_processes), self.clock)
+                          i.excluded_windows, i.excluded_processes), self.clock,
+            max_connections=cfg.server.max_connections, retry_after_ms=i.backoff_ms)
         pb_grpc.add_CollectorServicer_to_server(self.collector_service, stream_srv)
         enrol_srv = grpc.aio.server(options=_grpc_options())
         pb_grpc.add_EnrollmentServicer_to_server(EnrollmentService(
@@ -139,6 +140,7 @@ class CollectorServer:
 
         self._tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
         self._tasks.append(asyncio.create_task(self.hub.watch(
+            lambda: self.run(self.store.active_rule_version_number),
             lambda: self.run(self.store.active_rule_version), cfg.server.rules_poll_seconds),
             name="fanout"))
         self._tasks.append(asyncio.create_task(self.alerter.run_escalations(), name="alerts"))
@@ -203,6 +205,7 @@ class CollectorServer:
             await self.writer.stop()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer_task, timeout=30)
+            await self.writer.wait_side_tasks()
         await asyncio.gather(*(s.stop(grace) for s in self._servers), return_exceptions=True)
         for task in self._tasks:
             if task is not writer_task and task.get_name() != "console":

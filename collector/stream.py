@@ -50,8 +50,11 @@ class CollectorService(pb_grpc.CollectorServicer):
         limits: Limits,
         settings: AgentSettings,
         clock: Callable[[], float] = time.time,
+        max_connections: int = 20000,
+        retry_after_ms: int = 5000,
     ) -> None:
         self.store, self.run, self.writer, self.hub = store, run, writer, hub
+        self.max_connections, self.retry_after_ms = max_connections, retry_after_ms
         self.limits, self.settings, self.clock = limits, settings, clock
 
     async def _device(self, context: grpc.aio.ServicerContext) -> DeviceRow:
@@ -74,6 +77,11 @@ class CollectorService(pb_grpc.CollectorServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.CollectorMessage]:
         device = await self._device(context)
+        if len(self.hub.connections) >= self.max_connections and \
+                device.id not in self.hub.connections:
+            context.set_trailing_metadata((("retry-after-ms", str(self.retry_after_ms)),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                "collector is at server.max_connections; retry later")
         conn = Connection(device)
         self.hub.register(conn)
         reader = asyncio.create_task(self._read(request_iterator, conn))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -56,7 +57,7 @@ class TriagePolicy:
     late_night_end_hour: int = 6
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CaptureFacts:
     id: str
     device_id: str
@@ -130,8 +131,15 @@ class Plan:
     exempted: dict[str, int] = field(default_factory=dict)  # capture id -> exemption id
 
 
+@lru_cache(maxsize=4096)
+def _local_hour(hour_bucket: int, timezone: str) -> int:
+    # Every UTC offset in use is a whole number of quarter hours, so one lookup per quarter
+    # hour of wall-clock time is exact.
+    return dt.datetime.fromtimestamp(hour_bucket * 900, ZoneInfo(timezone)).hour
+
+
 def is_late_night(time_ms: int, policy: TriagePolicy) -> bool:
-    hour = dt.datetime.fromtimestamp(time_ms / 1000, ZoneInfo(policy.timezone)).hour
+    hour = _local_hour(time_ms // 900_000, policy.timezone)
     start, end = policy.late_night_start_hour, policy.late_night_end_hour
     if start <= end:
         return start <= hour < end
@@ -190,53 +198,67 @@ def plan(
     """
     out = Plan()
     current: dict[Key, PlannedItem] = {}
-    hist = dict(history)
+    # Per pupil: captures and categories in the last 24 h, updated as the batch goes.
+    seen_n = {k: h.captures_24h for k, h in history.items()}
+    seen_cats = {k: set(h.categories_24h) for k, h in history.items()}
+    window = policy.dedupe_window_ms
     for c in sorted(captures, key=lambda x: (x.time_ms, x.id)):
-        ex = find_exemption(c, exemptions, now_ms)
-        if ex is not None:
-            out.exempted[c.id] = ex.id
-            continue
+        if exemptions:
+            ex = find_exemption(c, exemptions, now_ms)
+            if ex is not None:
+                out.exempted[c.id] = ex.id
+                continue
         ukey = (c.site_id, c.os_user)
-        h = hist.get(ukey, UserHistory())
-        cats = h.categories_24h | {c.category}
-        prio = score(c.severity, h.captures_24h, len(cats), is_late_night(c.time_ms, policy),
-                     c.match_kind)
-        hist[ukey] = UserHistory(h.captures_24h + max(c.count, 1), cats)
-        item = current.get(c.key)
+        cats = seen_cats.get(ukey)
+        if cats is None:
+            cats = seen_cats[ukey] = set()
+        cats.add(c.category)
+        n = seen_n.get(ukey, 0)
+        prio = score(c.severity, n, len(cats), is_late_night(c.time_ms, policy), c.match_kind)
+        count = c.count if c.count > 1 else 1
+        seen_n[ukey] = n + count
+        key = c.key
+        illegal = c.category in ILLEGAL_CATEGORIES
+        item = current.get(key)
         if item is None:
-            old = open_items.get(c.key)
+            old = open_items.get(key)
             if (
                 old is not None
                 and old.status in OPEN_STATUSES
-                and c.time_ms - old.last_time_ms <= policy.dedupe_window_ms
+                and c.time_ms - old.last_time_ms <= window
             ):
                 item = PlannedItem(
-                    existing_id=old.id, key=c.key, site_id=c.site_id, category=c.category,
+                    existing_id=old.id, key=key, site_id=c.site_id, category=c.category,
                     severity=old.severity, priority=old.priority, pinned=old.severity >= 5,
-                    refer_police=c.category in ILLEGAL_CATEGORIES, count=old.count,
-                    first_time_ms=old.first_time_ms, last_time_ms=old.last_time_ms,
-                    latest_capture_id=c.id,
+                    refer_police=illegal, count=old.count, first_time_ms=old.first_time_ms,
+                    last_time_ms=old.last_time_ms, latest_capture_id=c.id,
                 )
                 out.items.append(item)
-                current[c.key] = item
-        elif c.time_ms - item.last_time_ms > policy.dedupe_window_ms:
+                current[key] = item
+        elif c.time_ms - item.last_time_ms > window:
             item = None
         if item is None:
             item = PlannedItem(
-                existing_id=None, key=c.key, site_id=c.site_id, category=c.category,
+                existing_id=None, key=key, site_id=c.site_id, category=c.category,
                 severity=c.severity, priority=prio, pinned=c.severity >= 5,
-                refer_police=c.category in ILLEGAL_CATEGORIES, count=0,
-                first_time_ms=c.time_ms, last_time_ms=c.last_time_ms, latest_capture_id=c.id,
+                refer_police=illegal, count=0, first_time_ms=c.time_ms,
+                last_time_ms=c.last_time_ms, latest_capture_id=c.id,
             )
             out.items.append(item)
-            current[c.key] = item
-        item.count += max(c.count, 1)
-        item.severity = max(item.severity, c.severity)
-        item.priority = max(item.priority, prio)
-        item.pinned = item.severity >= 5
-        item.refer_police = item.refer_police or c.category in ILLEGAL_CATEGORIES
-        item.first_time_ms = min(item.first_time_ms, c.time_ms)
-        item.last_time_ms = max(item.last_time_ms, c.last_time_ms, c.time_ms)
+            current[key] = item
+        item.count += count
+        if c.severity > item.severity:
+            item.severity = c.severity
+            item.pinned = c.severity >= 5
+        if prio > item.priority:
+            item.priority = prio
+        if illegal:
+            item.refer_police = True
+        if c.time_ms < item.first_time_ms:
+            item.first_time_ms = c.time_ms
+        last = c.last_time_ms if c.last_time_ms > c.time_ms else c.time_ms
+        if last > item.last_time_ms:
+            item.last_time_ms = last
         item.latest_capture_id = c.id
         item.capture_ids.append(c.id)
     return out

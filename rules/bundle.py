@@ -22,9 +22,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .library import rule_from_dict
 from .model import RuleError
 from .ruleset import RuleSet, rule_to_dict
+from .validate import rule_from_dict
 
 __all__ = ["BundleError", "BundleInfo", "compile_bundle", "generate_signing_key", "load_bundle"]
 

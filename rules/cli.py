@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .bundle import BundleError, compile_bundle, generate_signing_key
 from .library import load_library
@@ -18,6 +20,13 @@ __all__ = ["main"]
 
 class _Fail(Exception):
     """A user error: printed as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), not usage + error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -43,7 +52,11 @@ def _check(args: argparse.Namespace) -> int:
 
 def _scan(args: argparse.Namespace) -> int:
     matcher = load_library(args.rules).matcher(args.source, args.group)
-    for n, line in enumerate(sys.stdin, 1):
+    # Bytes that are not UTF-8 are replaced rather than crashing a long scan.
+    stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(encoding="utf-8")
+    for n, line in enumerate(stdin, 1):
         hits = matcher.scan(line.rstrip("\r\n"))
         row = [{"rule": h.rule.id, "category": h.rule.category, "severity": h.rule.severity,
                 "match": h.match} for h in hits]
@@ -98,7 +111,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vigil-rules", description="Check, scan, compile and sign "
+    p = _Parser(prog="vigil-rules", description="Check, scan, compile and sign "
                                 "Vigil rule libraries (folders of TOML rule files).")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("check", help="validate a library and print a summary per category",
@@ -140,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.func(args))
+    except BrokenPipeError:  # e.g. `vigil-rules scan | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except RuleError as e:
         for err in e.errors if args.command == "check" else (e,):
             msg = err.one_line() if args.command == "check" else str(err)

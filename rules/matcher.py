@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from .model import Hit
 from .normalise import _CACHE as _FOLDED
-from .normalise import _WORD, Normaliser, fold
+from .normalise import _SPACE, _WORD, Normaliser, fold
 
 if TYPE_CHECKING:
     from .ruleset import _Index
@@ -30,6 +30,11 @@ __all__ = ["StreamMatcher"]
 
 _NEWLINES = frozenset("\n\r")
 _NOT_LETTER = frozenset({"", " ", "."})
+# raw character -> its one-character fold, for keys that may take a fast path (no newlines)
+_SIMPLE: dict[str, str] = {}
+_Short = tuple[str, int, int, int]  # undo record: last, toklen, len(src), automaton state
+# full undo record: Normaliser.snapshot() + automaton state
+_Full = tuple[int, str, int, str, int, int, int, str, str, str, tuple[int, ...], int]
 
 
 class StreamMatcher:
@@ -51,7 +56,8 @@ class StreamMatcher:
         self._ac = self._aut.start
         self._raw: list[str] = []
         # per raw character: the normaliser snapshot before it, plus the automaton state
-        self._snaps: list[tuple[int, str, int, str, int, int, int, str, str, int]] = []
+        # (a short 4-tuple for a letter inside a word, see feed)
+        self._snaps: list[_Short | _Full] = []
         self._pending: list[tuple[int, int, int, str, int, str]] = []
         self._excl: list[tuple[int, int, int]] = []
         self._spans: list[tuple[int, int, int]] = []  # hits already taken, per rule
@@ -60,36 +66,52 @@ class StreamMatcher:
 
     def feed(self, ch: str) -> list[Hit]:
         """Consume one typed character; return the hits completed so far."""
+        # Fast paths for the common keys (a letter in or starting a word, a separator after
+        # a word) inline Normaliser.push and Automaton.step: keep them in step with those.
+        f = _SIMPLE.get(ch)
+        if f is None:
+            return self._feed_slow(ch)
         norm = self._norm
-        f = _FOLDED.get(ch)
-        if f is not None and norm.mode == _WORD and len(f) == 1 and f > ".":
-            # Fast path (most keystrokes): another letter inside a word. Inlines
-            # Normaliser.push and Automaton.step; keep in step with them.
-            src, n, last = norm.src, norm.n, norm.last
-            self._snaps.append((_WORD, last, norm.toklen, norm.held, norm.held_at, n, len(src),
-                                norm.gap, norm.run, self._ac))
+        mode, src, n, ac = norm.mode, norm.src, norm.n, self._ac
+        if mode == _WORD and f > "9":  # a letter in a word (" ", "." and digits sort first)
+            last = norm.last
+            self._snaps.append((last, norm.toklen, len(src), ac))  # short undo record
             self._raw.append(ch)
             norm.n = n + 1
-            if f != last:
-                norm.last, norm.toklen = f, 2
-                src.append(n)
-                ac = self._delta[self._ac].get(f)
-                if ac is None:
-                    ac = self._aut.step(self._ac, f)
-                self._ac = ac
-                found = self._out[ac]
-                if found is not None or self._pending or self._carry:
+            if f == last:  # repeated letter: nothing new for the automaton
+                if self._carry:
                     hits, self._carry = self._carry, []
-                    if found is not None:
-                        self._found(found, len(src) - 1, hits)
-                    if self._pending:
-                        self._release(len(src), hits)
                     return hits
-            elif self._carry:
-                hits, self._carry = self._carry, []
-                return hits
+                return []
+            norm.last, norm.toklen = f, 2
+        elif (mode == _SPACE and f > "9") or (
+            mode == _WORD and f <= "." and norm.toklen == 2 and len(self._raw) < self._max_raw
+        ):
+            self._snaps.append((mode, norm.last, norm.toklen, norm.held, norm.held_at, n,
+                                len(src), norm.gap, norm.run, norm.dbuf, norm.didx, ac))
+            self._raw.append(ch)
+            norm.n = n + 1
+            if mode == _SPACE:  # first letter of a word
+                norm.mode, norm.last, norm.toklen = _WORD, f, 1
+            else:  # a separator ends a word of 2+ letters: one boundary space
+                norm.mode, norm.last = _SPACE, " "
+                f = " "
+        else:
+            return self._feed_slow(ch)
+        src.append(n)
+        nxt = self._delta[ac].get(f)
+        if nxt is None:
+            nxt = self._aut.step(ac, f)
+        self._ac = nxt
+        found = self._out[nxt]
+        if found is None and not self._pending and not self._carry:
             return []
-        return self._feed_slow(ch)
+        hits, self._carry = self._carry, []
+        if found is not None:
+            self._found(found, len(src) - 1, hits)
+        if self._pending:
+            self._release(len(src), hits)
+        return hits
 
     def _feed_slow(self, ch: str) -> list[Hit]:
         if ch in _NEWLINES:
@@ -98,6 +120,9 @@ class StreamMatcher:
         self._snaps.append((*norm.snapshot(), self._ac))
         self._raw.append(ch)
         out = norm.push(ch)
+        f = _FOLDED.get(ch)
+        if f is not None and len(f) == 1 and len(_SIMPLE) < 20_000:
+            _SIMPLE[ch] = f
         hits, self._carry = self._carry, []
         if out:
             step, table, ac = self._aut.step, self._out, self._ac
@@ -129,8 +154,13 @@ class StreamMatcher:
         norm.restore(snap)
         prev = self._snaps.pop()
         self._raw.pop()
-        norm.restore(prev[:9])
-        self._ac = prev[9]
+        if len(prev) == 4:  # short record from the letter-in-a-word fast path
+            norm.last, norm.toklen, cut, self._ac = prev
+            del norm.src[cut:]
+            norm.n -= 1
+        else:
+            norm.restore(prev[:11])
+            self._ac = prev[11]
 
     def reset(self) -> list[Hit]:
         """End the context (Enter, focus change, idle): flush pending hits, clear all state."""
@@ -170,7 +200,7 @@ class StreamMatcher:
             for is_excl, ri, phrase, whole in self._ix.entries[key]:
                 if not allowed[ri]:
                     continue
-                end = (src[pos] - 1 if pos < len(src) else len(raw) - 1) if whole else src[pos]
+                end = src[pos] - 1 if whole else src[pos]  # before the boundary's raw char
                 while end > start and fold(raw[end]) in _NOT_LETTER:
                     end -= 1
                 if is_excl:

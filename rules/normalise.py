@@ -22,13 +22,16 @@ __all__ = ["Normaliser", "fold", "normalise"]
 # Leetspeak and look-alike letters (Cyrillic/Greek homoglyphs, written as escapes so the
 # source stays readable). Applied after casefold.
 _LEET = {
-    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b",
     "$": "s", "@": "a", "\u20ac": "e",
     "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c",
     "\u0443": "y", "\u0445": "x", "\u0456": "i", "\u0458": "j", "\u0455": "s",
     "\u0501": "d", "\u0261": "g", "\u03b1": "a", "\u03bf": "o", "\u03b9": "i",
     "\u03ba": "k", "\u03bd": "v", "\u03c4": "t", "\u03b5": "e",
 }  # fmt: skip
+# Digits are letters inside a word ("k1ll", "w33d") but stay digits in an all-digit token
+# ("1488" is not "148"); the machine decides, so fold() leaves them alone.
+_DIGIT_LEET = {"0": "o", "1": "i", "2": "z", "3": "e", "4": "a", "5": "s", "6": "b", "7": "t",
+               "8": "b", "9": "g"}  # fmt: skip
 # Elided inside words: apostrophes (don't == dont), invisible joiners, soft hyphen.
 _ELIDE = frozenset("'`\u2018\u2019\u00b4\u00ad\u200b\u200c\u200d\u2060\ufeff")
 _CACHE: dict[str, str] = {}
@@ -65,22 +68,24 @@ def fold(ch: str) -> str:
 
 
 # Machine modes.
-_SPACE, _WORD, _HOLD, _PLUS = 0, 1, 2, 3
+_SPACE, _WORD, _HOLD, _PLUS, _DIGITS = 0, 1, 2, 3, 4
 
-Snapshot = tuple[int, str, int, str, int, int, int, str, str]
+Snapshot = tuple[int, str, int, str, int, int, int, str, str, str, tuple[int, ...]]
 
 
 class Normaliser:
     """Streaming normaliser. ``push`` one raw character, get the normalised characters it
     releases; ``src[k]`` is the raw index that produced released character ``k``.
 
-    A single-character token is held back until we know whether the next token is also a
-    single character (then the two are joined), so output can lag input by one token. A run
-    of joined single characters keeps one kind of separator: "k.i.l.l m.e" is "kil me"
-    because the space differs from the dots, while "k i l l" is "kil".
+    Two things are held back until the token shows what it is, so output can lag input by
+    one token: a single-character token (joined with the next one if that is single too: a
+    run of joined characters keeps one kind of separator, so "k.i.l.l m.e" is "kil me" while
+    "k i l l" is "kil"), and a token of digits (kept literally, uncollapsed, if it ends as
+    digits only; read as leetspeak once a letter joins it).
     """
 
-    __slots__ = ("gap", "held", "held_at", "last", "mode", "n", "run", "src", "toklen")
+    __slots__ = ("dbuf", "didx", "gap", "held", "held_at", "last", "mode", "n", "run", "src",
+                 "toklen")  # fmt: skip
 
     def __init__(self) -> None:
         self.src: list[int] = []
@@ -90,18 +95,19 @@ class Normaliser:
         """Start a new context (the caller treats the start as a word boundary)."""
         self.mode, self.last, self.toklen = _SPACE, " ", 0
         self.held, self.held_at, self.n = "", -1, 0
-        self.gap, self.run = "", ""
+        self.gap, self.run, self.dbuf = "", "", ""
+        self.didx: tuple[int, ...] = ()
         self.src.clear()
 
     def snapshot(self) -> Snapshot:
         """The whole state, as a tuple (cheap to keep one per keystroke)."""
         return (self.mode, self.last, self.toklen, self.held, self.held_at, self.n,
-                len(self.src), self.gap, self.run)
+                len(self.src), self.gap, self.run, self.dbuf, self.didx)
 
     def restore(self, snap: Snapshot) -> None:
         """Go back to a state returned by :meth:`snapshot` (truncates ``src``)."""
         (self.mode, self.last, self.toklen, self.held, self.held_at, self.n, cut, self.gap,
-         self.run) = snap
+         self.run, self.dbuf, self.didx) = snap
         del self.src[cut:]
 
     def push(self, ch: str) -> str:
@@ -111,8 +117,8 @@ class Normaliser:
         folded = _CACHE.get(ch)
         if folded is None:
             folded = fold(ch)
-        if len(folded) == 1 and self.mode == _WORD and folded > ".":
-            # Fast path: another letter inside a word (letters sort after " " and ".").
+        if len(folded) == 1 and self.mode == _WORD and folded > "9":
+            # Fast path: another letter inside a word (letters sort after digits, " ", ".").
             if folded == self.last:
                 return ""
             self.last = folded
@@ -123,10 +129,8 @@ class Normaliser:
 
     def end(self) -> str:
         """Flush at the end of a context: release held text and a closing boundary."""
-        mode, out = self.mode, ""
-        if mode == _PLUS:
-            out = self._single()
-        if mode != _SPACE:
+        out = self._step(" ", self.n)
+        if self.mode != _SPACE:
             out += self._emit(" ", self.n)
         self.mode, self.toklen, self.run = _SPACE, 0, ""
         return out
@@ -140,15 +144,45 @@ class Normaliser:
 
     def _single(self) -> str:
         """The held token turned out to be one character: join the run, or start one."""
+        held = _DIGIT_LEET.get(self.held, self.held)
         if self.run in ("", self.gap):
             self.run = self.gap
-            return self._emit(self.held, self.held_at)
+            return self._emit(held, self.held_at)
         self.run = ""
-        return self._emit(" ", self.held_at) + self._emit(self.held, self.held_at)
+        return self._emit(" ", self.held_at) + self._emit(held, self.held_at)
+
+    def _digits_end(self, c: str, i: int) -> str:
+        """A separator ends an all-digit token: literal digits, or a single character."""
+        digits, idx = self.dbuf, self.didx
+        self.dbuf, self.didx = "", ()
+        if len(digits) == 1:  # behaves like any single-character token
+            self.mode, self.toklen = _WORD, 1
+            return self._emit(_DIGIT_LEET[digits], idx[0]) + self._step(c, i)
+        self.src.extend(idx)
+        self.last, self.mode = digits[-1], _SPACE
+        return digits + self._emit(" ", i)
 
     def _step(self, c: str, i: int) -> str:
         mode = self.mode
-        if c > ".":  # a letter
+        if "0" <= c <= "9":
+            if mode in (_SPACE, _DIGITS):
+                self.mode, self.dbuf, self.didx = _DIGITS, self.dbuf + c, (*self.didx, i)
+                return ""
+            if mode == _HOLD:
+                self.mode, self.held, self.held_at = _PLUS, c, i
+                return ""
+            if mode == _PLUS and "0" <= self.held <= "9":  # two digits: a new digit token
+                self.mode, self.run = _DIGITS, ""
+                self.dbuf, self.didx = self.held + c, (self.held_at, i)
+                return self._emit(" ", self.held_at)
+            c = _DIGIT_LEET[c]  # a digit inside a word with letters: leetspeak
+        if c > "9":  # a letter
+            if mode == _DIGITS:  # letters join the digits: read them all as leetspeak
+                digits, idx = self.dbuf, self.didx
+                self.mode, self.dbuf, self.didx = _SPACE, "", ()
+                pairs = zip(digits, idx, strict=True)
+                out = "".join([self._step(_DIGIT_LEET[d], j) for d, j in pairs])
+                return out + self._step(c, i)
             if mode == _SPACE:
                 self.mode, self.toklen = _WORD, 1
                 return self._emit(c, i)
@@ -160,13 +194,16 @@ class Normaliser:
             if mode == _HOLD:
                 self.mode, self.held, self.held_at = _PLUS, c, i
                 return ""
-            if c == self.held:  # _PLUS, a repeated letter: still one character
+            held = _DIGIT_LEET.get(self.held, self.held)
+            if c == held:  # _PLUS, a repeated letter: still one character
                 return ""
             self.mode, self.toklen, self.run = _WORD, 2, ""
-            return self._emit(" ", self.held_at) + self._emit(self.held, self.held_at) + (
+            return self._emit(" ", self.held_at) + self._emit(held, self.held_at) + (
                 self._emit(c, i)
             )
         # a separator: " " (whitespace) or "." (punctuation)
+        if mode == _DIGITS:
+            return self._digits_end(c, i)
         if mode == _WORD:
             if self.toklen == 1:
                 self.mode, self.gap, self.run = _HOLD, c, ""

@@ -7,12 +7,43 @@ only module that chooses one.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["KeyEvent", "KeySource", "MediaEvent", "MediaSource", "WindowInfo", "WindowSource"]
+__all__ = ["KeyEvent", "KeySource", "MediaEvent", "MediaSource", "StopSignal", "WindowInfo",
+           "WindowSource", "stop_fd"]
+
+
+class StopSignal(threading.Event):
+    """A stop event that sources blocked in select()/poll() can also wait on (``fileno``),
+    so they sleep with long timeouts when idle yet stop at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._r, self._w = os.pipe()
+
+    def fileno(self) -> int:
+        return self._r
+
+    def set(self) -> None:
+        super().set()
+        with contextlib.suppress(OSError):
+            os.write(self._w, b"x")
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def stop_fd(stop: threading.Event) -> int | None:
+    """The file descriptor to poll for *stop*, if it has one."""
+    fileno = getattr(stop, "fileno", None)
+    return int(fileno()) if callable(fileno) else None
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,20 @@ class PynputKeySource:
             except Exception:
                 log.exception("key handler failed")
 
-        self._listener = keyboard.Listener(on_press=on_press)
+        listener_cls: Any = keyboard.Listener
+        if listener_cls.__module__.endswith("_xorg"):
+            try:
+                from Xlib import X
+
+                class _PressesOnly(listener_cls):  # type: ignore[misc]
+                    # X11 RECORD range (first, last): presses only halves the events the
+                    # listener must parse in Python; releases are never used.
+                    _EVENTS = (X.KeyPress, X.KeyPress)
+
+                listener_cls = _PressesOnly
+            except ImportError:
+                pass
+        self._listener = listener_cls(on_press=on_press)
         self._listener.start()
         self._listener.wait()
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import MediaEvent
+from . import MediaEvent, stop_fd
 
 __all__ = ["LinuxMediaSource", "Mount", "is_removable", "parse_mountinfo"]
 
@@ -134,11 +134,17 @@ class LinuxMediaSource:
         with open(self.mountinfo) as fh:
             poller = select.poll()
             poller.register(fh, select.POLLPRI | select.POLLERR)
+            sfd = stop_fd(stop)
+            if sfd is not None:
+                poller.register(sfd, select.POLLIN)
             known = self._read(fh)  # already mounted at start: not reported again
             for mp in known:
                 watchers[mp] = self._watch(mp, on_event)
             while not stop.is_set():
-                if not poller.poll(500):
+                ready = poller.poll(500 if sfd is None else 60_000)
+                if stop.is_set():
+                    break
+                if not any(fd != sfd for fd, _ in ready):
                     continue
                 current = self._read(fh)
                 for mp, m in current.items():

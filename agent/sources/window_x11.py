@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from . import WindowInfo
+from . import WindowInfo, stop_fd
 
 __all__ = ["X11WindowSource", "process_name"]
 
@@ -116,11 +116,14 @@ class X11WindowSource:
         refresh()
         d.flush()
         has_ewmh = self._has_active_window(root, atoms["_NET_ACTIVE_WINDOW"], X)
+        sfd = stop_fd(stop)
         while not stop.is_set():
             # Replies read by earlier requests may already have queued events: only sleep
             # in select() when nothing is queued, or a switch could wait for the timeout.
             if not d.pending_events():
-                select.select([d], [], [], self.fallback_interval)
+                # With EWMH everything is an event: sleep long (the stop fd wakes us).
+                timeout = self.fallback_interval if not has_ewmh or sfd is None else 60.0
+                select.select([d] if sfd is None else [d, sfd], [], [], timeout)
             changed = False
             for _ in range(d.pending_events()):
                 ev = d.next_event()

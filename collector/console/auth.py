@@ -173,6 +173,10 @@ def _token_hash(token: str) -> str:
 def create_session(conn: sqlite3.Connection, user: User, ip: str, now_ms: int) -> str:
     """Start a session; returns the secret cookie value (only its hash is stored)."""
     token = secrets.token_urlsafe(32)
+    # housekeeping: forget lapsed sessions and old attempts (keeps both tables small)
+    conn.execute("DELETE FROM console_sessions WHERE expires_at <= ? OR last_seen_at < ?",
+                 (now_ms, now_ms - SESSION_IDLE_MS))
+    conn.execute("DELETE FROM console_login_attempts WHERE at < ?", (now_ms - 24 * 3600_000,))
     conn.execute(
         "INSERT INTO console_sessions (token_hash, username, csrf, ip, created_at, last_seen_at, "
         "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",

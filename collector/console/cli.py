@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import secrets
+import smtplib
 import sqlite3
 import sys
 import time
@@ -22,7 +23,7 @@ from collector.config import ConfigError, load_config
 from .audit import audit
 from .auth import ROLES, AuthError, create_user
 from .db import connect, migrate_all
-from .reports import send_email, weekly_summary, weekly_text
+from .reports import email_weekly, weekly_summary, weekly_text
 from .roster import RosterError, import_roster
 
 __all__ = ["register"]
@@ -153,31 +154,28 @@ def _device_room(args: argparse.Namespace) -> int:
 def _report_weekly(args: argparse.Namespace) -> int:
     conn = _open(args)
     try:
-        site = conn.execute("SELECT id, dsl_contacts FROM sites WHERE id = ?",
-                            (args.site,)).fetchone()
-        if site is None:
+        if conn.execute("SELECT 1 FROM sites WHERE id = ?", (args.site,)).fetchone() is None:
             raise CliError(f"--site {args.site!r} does not exist")
-        summary = weekly_summary(conn, args.site, _now_ms())
-        text = weekly_text(summary)
-        recipients: list[str] = []
+        cfg = _config(args)
+        public_url = str(getattr(cfg.server, "public_url", "") or "")
+        sent = 0
         if args.email:
-            import json
-            recipients = list(args.to or json.loads(site["dsl_contacts"] or "[]"))
-            if not recipients:
-                raise CliError(f"site {args.site!r} has no DSL contacts; pass --to ADDRESS")
-            smtp = _config(args).smtp
-            if not smtp.host:
-                raise CliError("no SMTP server: set [smtp] host in collector.toml")
-            send_email(text, f"Vigil weekly summary: {summary.site_name}", smtp.sender,
-                       recipients, smtp.host, smtp.port, starttls=smtp.starttls,
-                       username=smtp.username, password=smtp.password)
-        audit(conn, _now_ms(), _actor(), "report.weekly", "", args.site,
-              {"emailed_to": len(recipients)})
+            try:
+                text, sent = email_weekly(conn, args.site, _now_ms(), cfg.smtp, args.to,
+                                          public_url)
+            except ValueError as e:
+                raise CliError(str(e)) from None
+            except (OSError, smtplib.SMTPException) as e:
+                raise CliError(f"could not send the email via {cfg.smtp.host}:"
+                               f"{cfg.smtp.port}: {e}") from None
+        else:
+            text = weekly_text(weekly_summary(conn, args.site, _now_ms()), public_url)
+        audit(conn, _now_ms(), _actor(), "report.weekly", "", args.site, {"emailed_to": sent})
     finally:
         conn.close()
     print(text, end="")
-    if recipients:
-        print(f"(emailed to {len(recipients)} recipient(s))")
+    if sent:
+        print(f"(emailed to {sent} recipient(s))")
     return 0
 
 

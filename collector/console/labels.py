@@ -6,7 +6,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["ACTIONS", "ILLEGAL_CATEGORIES", "STATUSES", "category_label", "fmt_time",
-           "is_illegal"]
+           "is_illegal", "known_categories"]
 
 try:  # the rules package owns the category list; fall back to the id while it is being built
     from rules import CATEGORIES as _CATEGORIES
@@ -43,6 +43,11 @@ except ZoneInfoNotFoundError:  # pragma: no cover
 
 def category_label(category: str) -> str:
     return str(_CATEGORIES.get(category) or category.replace("_", " ").capitalize())
+
+
+def known_categories() -> list[str]:
+    """Category ids for the queue's filter (from the rules package, not a table scan)."""
+    return sorted(set(_CATEGORIES) | ILLEGAL_CATEGORIES)
 
 
 def is_illegal(category: str, refer_police: int | bool = 0) -> bool:

@@ -11,8 +11,8 @@ from typing import Any
 
 from .labels import STATUSES, category_label, fmt_time
 
-__all__ = ["AnnualReport", "WeeklySummary", "annual_report", "send_email", "weekly_summary",
-           "weekly_text"]
+__all__ = ["AnnualReport", "WeeklySummary", "annual_report", "email_weekly", "send_email",
+           "weekly_summary", "weekly_text"]
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 SILENT_MS = 3 * 24 * 3600 * 1000
@@ -62,7 +62,7 @@ def weekly_summary(conn: sqlite3.Connection, site_id: str, now_ms: int) -> Weekl
     return s
 
 
-def weekly_text(s: WeeklySummary) -> str:
+def weekly_text(s: WeeklySummary, public_url: str = "") -> str:
     """Plain-text body for the emailed summary (counts only; no pupil names)."""
     lines = [f"Vigil weekly safeguarding summary: {s.site_name}", f"{s.start} to {s.end}", "",
              f"New items this week: {s.new_items}",
@@ -73,8 +73,33 @@ def weekly_text(s: WeeklySummary) -> str:
     lines += ["", f"Silent devices (no contact for 3 days): {len(s.silent_devices)}"]
     lines += [f"  {d['hostname']} {d['room']} last seen {d['last_seen']}"
               for d in s.silent_devices[:50]]
-    lines += ["", "Open the console to review items."]
+    where = f": {public_url.rstrip('/')}/queue" if public_url else "."
+    lines += ["", f"Open the console to review items{where}"]
     return "\n".join(lines) + "\n"
+
+
+def email_weekly(conn: sqlite3.Connection, site_id: str, now_ms: int, smtp: Any,
+                 recipients: list[str] | None = None, public_url: str = "") -> tuple[str, int]:
+    """Build the weekly summary and email it (``smtp`` is collector.config.SmtpConfig).
+
+    Recipients default to the site's DSL contacts. Returns (text, number of recipients).
+    For a schedule, the collector can call this weekly; the CLI calls it on demand.
+    """
+    import json
+    row = conn.execute("SELECT dsl_contacts FROM sites WHERE id = ?", (site_id,)).fetchone()
+    if row is None:
+        raise ValueError(f"site {site_id!r} does not exist")
+    to = list(recipients or json.loads(row[0] or "[]"))
+    if not to:
+        raise ValueError(f"site {site_id!r} has no DSL contacts; add some or pass --to")
+    if not smtp.host:
+        raise ValueError("no SMTP server: set [smtp] host in collector.toml")
+    summary = weekly_summary(conn, site_id, now_ms)
+    text = weekly_text(summary, public_url)
+    send_email(text, f"Vigil weekly summary: {summary.site_name}", smtp.sender, to, smtp.host,
+               smtp.port, starttls=smtp.starttls, username=smtp.username,
+               password=smtp.password)
+    return text, len(to)
 
 
 def send_email(text: str, subject: str, sender: str, recipients: list[str], host: str,

@@ -16,8 +16,8 @@ from . import capture, exports, reports
 from .audit import audit
 from .auth import AuthError, LoginThrottled, authenticate, create_session, destroy_session
 from .capture import BadAction, Refused
-from .labels import ACTIONS, STATUSES, category_label
-from .queue import QueueFilters, queue_page, user_sites
+from .labels import ACTIONS, STATUSES, category_label, fmt_time, known_categories
+from .queue import PAGE_SIZE, QueueFilters, queue_page, user_sites
 from .web import Ctx
 
 __all__ = ["ROUTES"]
@@ -97,12 +97,13 @@ def _queue_values(ctx: Ctx) -> dict[str, Any]:
     rows, total = queue_page(ctx.conn, ctx.user, f)
     digest = hashlib.sha256(repr([(r.id, r.status, r.count, r.last_time) for r in rows])
                             .encode()).hexdigest()[:16]
-    cats = [r[0] for r in ctx.conn.execute("SELECT DISTINCT category FROM queue_items "
-                                           "ORDER BY 1 LIMIT 100")]
+    cats = known_categories()
+    if f.category and f.category not in cats:
+        cats.append(f.category)
     return {"f": f, "rows": rows, "total": total, "digest": digest,
             "sites": user_sites(ctx.conn, ctx.user), "statuses": STATUSES,
             "categories": [(c, category_label(c)) for c in cats],
-            "pages": max(1, -(-total // 50))}
+            "pages": max(1, -(-total // PAGE_SIZE))}
 
 
 def queue(ctx: Ctx) -> Response:
@@ -189,9 +190,13 @@ def devices(ctx: Ctx) -> Response:
         f"SELECT id, site_id, group_name, hostname, os, agent_version, rules_version, room, "
         f"last_seen_at, spool_depth, revoked_at FROM devices WHERE site_id IN ({marks}) "
         f"ORDER BY site_id, room, hostname LIMIT 5000", sites).fetchall()
+    tokens = ctx.conn.execute(
+        f"SELECT id, site_id, group_name, max_uses, uses, expires_at, revoked_at, created_by "
+        f"FROM enrol_tokens WHERE site_id IN ({marks}) ORDER BY created_at DESC LIMIT 200",
+        sites).fetchall()  # never the secret: only its hash is stored, and not shown
     ctx.audit("devices.view", "", None, shown=len(rows))
-    from .labels import fmt_time
-    return ctx.render("devices.html", devices=rows, fmt_time=fmt_time)
+    return ctx.render("devices.html", devices=rows, tokens=tokens, fmt_time=fmt_time,
+                      now_ms=ctx.now_ms)
 
 
 def device_room(ctx: Ctx) -> Response:
@@ -207,8 +212,11 @@ def device_room(ctx: Ctx) -> Response:
 
 def rule_stats(ctx: Ctx) -> Response:
     stats = capture.rule_precision(ctx.conn, user_sites(ctx.conn, ctx.user))
+    versions = ctx.conn.execute(
+        "SELECT version, content_hash, created_at, published_by, active, note "
+        "FROM rule_versions ORDER BY version DESC LIMIT 50").fetchall()
     ctx.audit("rules.stats_view", "", None)
-    return ctx.render("rule_stats.html", stats=stats)
+    return ctx.render("rule_stats.html", stats=stats, versions=versions, fmt_time=fmt_time)
 
 
 # --- exports and reports ---------------------------------------------------------------------

@@ -94,7 +94,7 @@ class DeviceRow:
     revoked_at: int | None
 
 
-@dataclass
+@dataclass(slots=True)
 class NewCapture:
     """A validated capture, ready to store (columns of the ``captures`` table)."""
 
@@ -263,6 +263,7 @@ class Store(Protocol):
     def add_rule_version(self, version: int, content_hash: str, bundle: bytes,
                          published_by: str, note: str, now_ms: int) -> None: ...
     def active_rule_version(self) -> RuleVersion | None: ...
+    def active_rule_version_number(self) -> int: ...
     def list_rule_versions(self) -> list[RuleVersion]: ...
     def get_rule_version(self, version: int) -> RuleVersion | None: ...
 

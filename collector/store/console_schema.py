@@ -52,6 +52,7 @@ def _console(db: Database) -> None:
         -- The queue's default view filters by status within a site; this keeps the first page
         -- an index walk with 1M captures stored (see bench/console.py).
         CREATE INDEX console_queue_user ON queue_items(site_id, os_user, last_time_ms);
+        CREATE INDEX console_queue_category ON queue_items(site_id, category, status);
         CREATE INDEX console_queue_status_order
             ON queue_items(site_id, status, pinned DESC, priority DESC, last_time_ms DESC);
         """

@@ -73,6 +73,7 @@ class Writer:
         self._q: asyncio.Queue[Work | Heartbeat | RulesAckRow | None] = asyncio.Queue()
         self._pending = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vigil-writer")
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self.stats = {"batches": 0, "stored": 0, "redelivered": 0, "busy": 0, "errors": 0}
 
     @property
@@ -149,13 +150,25 @@ class Writer:
                 ack.rejected.add(id=cid, reason=reason)
             w.reply(pb.CollectorMessage(ack=ack))
         if result.items and self.on_items is not None:
-            try:
-                await self.on_items(result.items)
-            except Exception:
-                log.exception("alerting failed for %d queue items", len(result.items))
+            # Alerting (SMTP, webhooks) must never hold up the next commit.
+            task = asyncio.create_task(self._alert(result.items))
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_tasks.discard)
+
+    async def _alert(self, items: list[QueueItemRow]) -> None:
+        assert self.on_items is not None
+        try:
+            await self.on_items(items)
+        except Exception:
+            log.exception("alerting failed for %d queue items", len(items))
 
     async def stop(self) -> None:
+        """Ask :meth:`run` to finish after what is queued; see :meth:`wait_side_tasks`."""
         self._q.put_nowait(None)
+
+    async def wait_side_tasks(self, timeout: float = 15.0) -> None:
+        if self._side_tasks:
+            await asyncio.wait(set(self._side_tasks), timeout=timeout)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

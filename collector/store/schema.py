@@ -206,8 +206,8 @@ def migrate(db: Database) -> None:
 
 @MIGRATIONS(name="0002_collector_runtime")
 def _collector_runtime(db: Database) -> None:
-    # Per-device answers to pushed rule bundles, and the exemption that kept a capture out of
-    # the queue (NULL = queued normally).
+    # Per-device answers to pushed rule bundles, the exemption that kept a capture out of
+    # the queue (NULL = queued normally), and indexes for retention and per-pupil triage.
     db.executescript(
         """
         CREATE TABLE rules_acks (
@@ -220,5 +220,6 @@ def _collector_runtime(db: Database) -> None:
         );
         ALTER TABLE captures ADD COLUMN exemption_id INTEGER;
         CREATE INDEX captures_received ON captures(received_at);
+        CREATE INDEX queue_user ON queue_items(site_id, os_user, last_time_ms);
         """
     )

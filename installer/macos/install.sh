@@ -30,7 +30,8 @@ while [ $# -gt 0 ]; do
     --collector) collector="${2:?--collector needs HOST:PORT}"; shift 2 ;;
     --enroll) enroll="${2:?--enroll needs HOST:PORT}"; shift 2 ;;
     --token) token="${2:?--token needs a value}"; shift 2 ;;
-    --token-file) token="$(tr -d '[:space:]' <"${2:?--token-file needs a file}")"; shift 2 ;;
+    --token-file) [ -f "${2:-}" ] || die "--token-file: no such file: ${2:-}"
+                  token="$(tr -d '[:space:]' <"$2")"; shift 2 ;;
     --ca) ca="${2:?--ca needs a file}"; shift 2 ;;
     --wheel) wheel="${2:?--wheel needs a file}"; shift 2 ;;
     --python) python="${2:?--python needs an interpreter}"; shift 2 ;;

@@ -9,7 +9,6 @@ import pytest
 
 from agent.config import Config
 from agent.paths import DataDir
-
 from tests.agent.minicollector import MiniCollector
 
 LIBRARY = {

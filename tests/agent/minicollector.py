@@ -110,6 +110,7 @@ class MiniCollector:
     bundle: bytes = b""              # pushed after the first heartbeat when version is newer
     bundle_version: int = 0
     config: pb.AgentConfig | None = None
+    backoff_ms: int = 0              # sent once, after the first heartbeat
     streams: int = 0
     refused: int = 0
     port: int = 0
@@ -185,6 +186,9 @@ class _Stream(pb_grpc.CollectorServicer):
                 c.heartbeats.append(msg.heartbeat)
                 if first and c.config is not None:
                     yield pb.CollectorMessage(config=c.config)
+                if first and c.backoff_ms:
+                    yield pb.CollectorMessage(backoff=pb.Backoff(retry_after_ms=c.backoff_ms,
+                                                                 reason="test"))
                 if c.bundle and msg.heartbeat.rules_version < c.bundle_version:
                     yield pb.CollectorMessage(rules=pb.RuleBundle(
                         version=c.bundle_version, bundle=c.bundle))

@@ -16,7 +16,7 @@ from agent.config import Config
 from agent.monitor import Monitor
 from agent.paths import DataDir
 from agent.rulestate import ActiveRules
-from agent.sources import MediaEvent
+from agent.sources import MediaEvent, StopSignal
 from agent.sources.media_linux import LinuxMediaSource, parse_mountinfo
 from agent.spool import Spool
 from proto import vigil_pb2 as pb
@@ -44,7 +44,7 @@ class Running:
         act = ActiveRules(data, library).load()
         self.monitor = Monitor(cfg, act, CaptureBuilder(self.spool, os_user="u",
                                                         hostname="h"))
-        self.stop = threading.Event()
+        self.stop = StopSignal()
         src = LinuxMediaSource(roots)
 
         def on_event(ev: MediaEvent) -> None:

@@ -143,3 +143,49 @@ async def test_outage_then_restart_delivers_everything_exactly_once(
         assert all(c.count == 1 for c in up.stored.values())
     finally:
         await up.stop()
+
+
+async def test_agent_config_from_collector_is_applied(
+        data: DataDir, config: Config, collector: MiniCollector, tmp_path: Path) -> None:
+    from agent.sources import WindowInfo
+
+    await enrolled(data, collector, tmp_path)
+    collector.config = pb.AgentConfig(context_chars=20, excluded_windows=["Secret Diary"],
+                                      group="primary", heartbeat_seconds=1)
+    async with InProcessAgent(data, config, backends=no_backends()) as agent:
+        await agent.wait_for(lambda: agent.runtime.config.group == "primary",
+                             what="the config")
+        mon = agent.runtime.monitor
+        mon.on_window(WindowInfo("My Secret Diary", "gedit", 1))
+        type_into(agent, "i cut myself again")  # excluded by the collector's list
+        mon.on_window(WindowInfo("Notes", "gedit", 2))
+        type_into(agent, "a long long preamble here and then i cut myself and a long tail")
+        await agent.wait_for(lambda: collector.stored, what="the capture")
+    [cap] = collector.stored.values()
+    assert cap.window_title == "Notes" and len(cap.context) <= 20
+
+
+async def test_backoff_message_pauses_sending(
+        data: DataDir, config: Config, collector: MiniCollector, tmp_path: Path) -> None:
+    await enrolled(data, collector, tmp_path)
+    collector.backoff_ms = 1500
+    async with InProcessAgent(data, config, backends=no_backends()) as agent:
+        await agent.wait_for(lambda: collector.heartbeats, what="the stream")
+        await agent.wait_for(lambda: agent.runtime.uplink.connected)
+        started = asyncio.get_running_loop().time()
+        type_into(agent, "i cut myself")
+        await agent.wait_for(lambda: collector.stored, what="delivery after the pause")
+        # never earlier than the pause allows (a slow machine only makes this later)
+        assert asyncio.get_running_loop().time() - started >= 1.0
+
+
+def test_backoff_is_exponential_with_jitter_and_capped() -> None:
+    from agent.uplink import backoff_delay, retry_after_seconds
+
+    assert backoff_delay(0, 1.0, 60.0, rng=lambda: 0.0) == 0.5
+    assert backoff_delay(3, 1.0, 60.0, rng=lambda: 1.0) == 8.0
+    assert backoff_delay(20, 1.0, 60.0, rng=lambda: 1.0) == 60.0
+    assert 30.0 <= backoff_delay(20, 1.0, 60.0) <= 60.0
+    assert retry_after_seconds((("x", "1"), ("retry-after-ms", "2500"))) == 2.5
+    assert retry_after_seconds((("retry-after-ms", "soon"),)) is None
+    assert retry_after_seconds(None) is None

@@ -82,3 +82,24 @@ def test_excluded_window_is_not_matched(x: XDesktop, agent: AgentProcess) -> Non
     all_caps = spool_captures(agent.data_dir)
     assert [c.window_title for c in all_caps] == ["Diary"]
     assert caps(agent, "bullying.test") == []
+
+
+def test_status_while_running_and_install_check(x: XDesktop, agent: AgentProcess) -> None:
+    import subprocess
+    import sys
+
+    x.open_xterm("Status check")
+    x.type_text("echo nobody likes you")
+    x.key("Return")
+    wait_for(lambda: caps(agent, "bullying.test"), what="a capture to report")
+    cmd = [sys.executable, "-m", "agent.cli"]
+    out = subprocess.run([*cmd, "status", "--data-dir", str(agent.data_dir)],
+                         capture_output=True, text=True, timeout=60, env=x.env, check=True)
+    assert f"running (pid {agent.pid})" in out.stdout
+    assert "window titles, typed phrases" in out.stdout
+    assert "Spool: 1 captures waiting" in out.stdout and "Rules version: 0" in out.stdout
+    chk = subprocess.run([*cmd, "install-check"], capture_output=True, text=True, timeout=60,
+                         env=x.env)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    assert "Keyboard access: OK (RECORD extension)" in chk.stdout
+    assert "event-driven" in chk.stdout and "Media detection: OK" in chk.stdout

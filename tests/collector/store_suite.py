@@ -130,11 +130,13 @@ class StoreSuite:
 
     def test_rule_versions(self, store: Store) -> None:
         assert store.active_rule_version() is None and store.next_rule_version() == 1
+        assert store.active_rule_version_number() == 0
         store.add_rule_version(1, "h1", b"b1", "me", "first", T0)
         store.add_rule_version(2, "h2", b"b2", "me", "second", T0)
         active = store.active_rule_version()
         assert active is not None and (active.version, active.bundle) == (2, b"b2")
         assert [v.active for v in store.list_rule_versions()] == [False, True]
+        assert store.active_rule_version_number() == 2
 
     def test_purge_false_positives_closed_and_screenshots(self, seeded: Store,
                                                           tmp_path: Path) -> None:

@@ -128,3 +128,24 @@ def test_serve_runs_the_console_in_the_same_process(tmp_path: Path) -> None:
         assert r.status_code == 200
     finally:
         assert c.stop() == 0  # SIGTERM: clean shutdown
+
+
+async def test_connection_limit_refuses_with_retry_after(tmp_path: Path) -> None:
+    c = start_collector(tmp_path, {"server": {"max_connections": 1}})
+    try:
+        a, b = (AgentClient(c.enrol_addr, c.stream_addr, c.ca_pem) for _ in range(2))
+        token = c.create_token(uses=2)
+        await a.enrol(token)
+        await b.enrol(token)
+        async with a.connect() as sa:
+            await sa.heartbeat(rules_version=1)
+            await sa.wait_for(lambda s: s.configs)
+            async with b.connect() as sb:
+                await sb.heartbeat(rules_version=1)
+                with pytest.raises(ConnectionError):
+                    await sb.wait_for(lambda s: s.configs)
+                assert sb.error is not None
+                assert sb.error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert dict(sb.error.trailing_metadata() or ())["retry-after-ms"] == "5000"
+    finally:
+        c.stop()

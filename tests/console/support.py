@@ -32,10 +32,26 @@ from collector.console import create_app
 from collector.console.auth import hash_password
 from collector.console.db import migrate_all
 
-__all__ = ["PASSWORD", "ConsoleServer", "connect", "device", "make_store", "seed_capture",
-           "self_signed_cert", "site", "user", "wait_for"]
+__all__ = [
+    "CHROMIUM_ARGS",
+    "PASSWORD",
+    "ConsoleServer",
+    "browser_login",
+    "connect",
+    "device",
+    "make_store",
+    "seed_capture",
+    "self_signed_cert",
+    "site",
+    "tiny_png",
+    "user",
+    "wait_for",
+]
 
 PASSWORD = "correct horse battery staple"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 T0 = int(dt.datetime(2026, 11, 16, 10, 0, tzinfo=dt.UTC).timestamp() * 1000)
 
 
@@ -186,3 +202,32 @@ class ConsoleServer:
         assert self._server is not None and self._thread is not None
         self._server.should_exit = True
         self._thread.join(20)
+
+
+def browser_login(browser: Any, url: str, username: str, password: str = PASSWORD) -> Any:
+    """A fresh Playwright context (HTTPS errors ignored: self-signed) logged in as username.
+
+    Returns (context, page); the page is on the user's home page.
+    """
+    ctx = browser.new_context(ignore_https_errors=True)
+    page = ctx.new_page()
+    page.goto(f"{url}/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_load_state()
+    return ctx, page
+
+
+def tiny_png(width: int = 4, height: int = 3) -> bytes:
+    """A valid RGB PNG (for screenshot tests), built with zlib."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    raw = b"".join(b"\x00" + b"\xcc\x22\x22" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

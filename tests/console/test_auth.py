@@ -128,3 +128,10 @@ def test_host_header_is_checked(app):
 def test_healthz_needs_no_login(app):
     with TestClient(app, base_url="https://testserver") as c:
         assert c.get("/healthz").text == "ok"
+
+
+def test_one_address_guessing_many_accounts_is_throttled(app, world):
+    with TestClient(app, base_url="https://testserver") as c:
+        for i in range(20):
+            assert login(c, f"guess{i}", "nope nope nope").status_code == 401
+        assert login(c, "deputy1").status_code == 429

@@ -10,14 +10,22 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import sync_playwright
 
-from .support import PASSWORD, ConsoleServer, connect, seed_capture
+from collector.store.screenshots import ensure_key, write_screenshot
+
+from .support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ConsoleServer,
+    browser_login,
+    connect,
+    seed_capture,
+    tiny_png,
+)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 XSS_TITLE = '<script>alert("xss")</script> "><img src=x onerror=alert(1)> - Chromium'
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -25,22 +33,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 @pytest.fixture
 def browser():
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
             b.close()
-
-
-def _login(browser: Browser, url: str, username: str):  # type: ignore[no-untyped-def]
-    ctx = browser.new_context(ignore_https_errors=True)
-    page = ctx.new_page()
-    page.goto(f"{url}/login")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_load_state()
-    return ctx, page
 
 
 def test_dsl_works_a_capture_from_arrival_to_closure(browser, world, tmp_path):
@@ -49,7 +46,7 @@ def test_dsl_works_a_capture_from_arrival_to_closure(browser, world, tmp_path):
         first = seed_capture(conn, site_id="north", device_id=world.devices["it1"],
                              severity=3, match="hurt myself", time_ms=now - 60_000)
     with ConsoleServer(world.db, tmp_path) as srv:
-        ctx, page = _login(browser, srv.url, "dsl1")
+        ctx, page = browser_login(browser, srv.url, "dsl1")
         dialogs: list[str] = []
         csp_errors: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -67,7 +64,7 @@ def test_dsl_works_a_capture_from_arrival_to_closure(browser, world, tmp_path):
                                time_ms=now)
         page.wait_for_selector(f'tr[data-id="{xss}"]', timeout=20_000)
         top = page.locator("#queue-rows tr").first
-        assert top.get_attribute("data-id") == str(xss) and "Pinned" in top.inner_text()
+        assert top.get_attribute("data-id") == str(xss) and "PINNED" in top.inner_text().upper()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "console-queue.png"), full_page=True)
 
@@ -106,7 +103,7 @@ def test_technician_is_refused_capture_content(browser, world, tmp_path):
         qid = seed_capture(conn, site_id="north", device_id=world.devices["it1"],
                            match="private disclosure", time_ms=int(time.time() * 1000))
     with ConsoleServer(world.db, tmp_path) as srv:
-        ctx, page = _login(browser, srv.url, "tech1")
+        ctx, page = browser_login(browser, srv.url, "tech1")
         assert page.url.endswith("/devices")
         assert "NH-LAP-001" in page.content()
         resp = page.goto(f"{srv.url}/captures/{qid}")
@@ -117,3 +114,28 @@ def test_technician_is_refused_capture_content(browser, world, tmp_path):
         assert resp is not None and resp.status == 403
         assert "private disclosure" not in page.content()
         ctx.close()
+
+
+def test_dsl_opens_a_screenshot_and_the_view_is_audited(browser, world, tmp_path):
+    key = ensure_key(world.data_dir)
+    with connect(world.db) as conn:
+        qid = seed_capture(conn, site_id="north", device_id=world.devices["it1"],
+                           screenshot_path="pending", time_ms=int(time.time() * 1000))
+        cid = conn.execute("SELECT id FROM captures WHERE queue_item_id = ?", (qid,)).fetchone()[0]
+        conn.execute("UPDATE captures SET screenshot_path = ? WHERE id = ?",
+                     (write_screenshot(world.data_dir, cid, tiny_png(40, 30), key), cid))
+    with ConsoleServer(world.db, world.data_dir) as srv:
+        ctx, page = browser_login(browser, srv.url, "dsl1")
+        page.goto(f"{srv.url}/captures/{qid}")
+        with connect(world.db) as conn:
+            assert conn.execute("SELECT count(*) FROM audit WHERE action = 'screenshot.view'"
+                                ).fetchone()[0] == 0  # not loaded until the DSL asks
+        page.click("details.shot summary")
+        page.wait_for_function("() => { const i = document.querySelector('details.shot img');"
+                               " return i && i.complete && i.naturalWidth === 40; }",
+                               timeout=20_000)
+        ctx.close()
+    with connect(world.db) as conn:
+        rows = conn.execute("SELECT actor, target FROM audit WHERE action = 'screenshot.view'"
+                            ).fetchall()
+    assert [tuple(r) for r in rows] == [("dsl1", f"capture:{cid}")]

@@ -147,3 +147,13 @@ def test_registered_in_vigil_collector(data, capsys):
     with pytest.raises(SystemExit):
         main(["roster", "import", "--help"])
     assert "year group or form" in capsys.readouterr().out
+
+
+def test_report_weekly_email_errors_are_one_line(data, capsys):
+    assert run(["report", "weekly", "--site", "north", "--email", "--data-dir", str(data)]) == 2
+    assert "set [smtp] host in collector.toml" in capsys.readouterr().err
+    port = _free_port()  # nothing listens here
+    (data / "collector.toml").write_text(f'[smtp]\nhost = "127.0.0.1"\nport = {port}\n')
+    assert run(["report", "weekly", "--site", "north", "--email", "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"could not send the email via 127.0.0.1:{port}" in err and "Traceback" not in err

@@ -123,6 +123,13 @@ def test_annual_report_is_anonymous(client_for, world):
     assert 'id="annual-total">3<' in html and "North High School" in html
     for private in ("Alex Smith", "pupil1", "SECRET-MATCH", "NH-LAP-001", "IT1"):
         assert private not in html
+    cats = html[html.index('id="annual-category"'):]
+    assert f"<td>{category_label('self_harm')}</td><td>3</td>" in cats
+    with connect(world.db) as conn:
+        seed_capture(conn, site_id="north", device_id=world.devices["it1"], category="grooming",
+                     time_ms=T0)
+    html = client_for("gov1").get("/reports/annual?year=2026").text
+    assert f"<td>{category_label('grooming')}</td><td>fewer than 3</td>" in html
     assert audit_rows(world.db, "report.annual")[0]["actor"] == "gov1"
     assert client_for("gov1").get("/reports/annual?year=abc").status_code == 400
     assert client_for("gov1").get("/captures/1").status_code in (403, 404)

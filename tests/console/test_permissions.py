@@ -65,3 +65,57 @@ def test_technician_assigns_rooms_in_the_console(client_for, world):
                 "/devices").status_code == 404
     dsl = client_for("dsl1")
     assert post(dsl, f"/devices/{dev}/room", {"room": "x"}, "/queue").status_code == 403
+
+
+def test_audit_log_never_holds_capture_content(client_for, world):
+    secrets_ = {"match": "AUDIT-MATCH-SECRET", "context": "AUDIT-CONTEXT-SECRET",
+                "window_title": "AUDIT-TITLE-SECRET"}
+    with connect(world.db) as conn:
+        qid = seed_capture(conn, site_id="north", device_id=world.devices["it1"], **secrets_)
+        police = seed_capture(conn, site_id="north", device_id=world.devices["it1"],
+                              category="csam", severity=5, match="AUDIT-CSAM-SECRET")
+    dsl, deputy = client_for("dsl1"), client_for("deputy1")
+    for url in ("/queue", f"/captures/{qid}", "/exports/incident-log.csv",
+                "/exports/cpoms.csv", "/exports/incident-log.html", f"/captures/{police}"):
+        assert dsl.get(url).status_code == 200
+    post(dsl, f"/captures/{qid}/act", {"op": "note", "note": "AUDIT-NOTE"}, "/queue")
+    post(dsl, f"/captures/{police}/unlock", {"reason": "referral"}, "/queue")
+    with connect(world.db) as conn:
+        uid = conn.execute("SELECT id FROM console_unlocks").fetchone()[0]
+    post(deputy, f"/approvals/{uid}/approve", {}, "/approvals")
+    dsl.get(f"/captures/{police}")
+    client_for("tech1").get(f"/captures/{qid}")
+    rows = audit_rows(world.db)
+    assert len(rows) > 12
+    dump = repr(rows)
+    for secret in [*secrets_.values(), "AUDIT-CSAM-SECRET", "AUDIT-NOTE"]:
+        assert secret not in dump
+
+
+def test_audit_rows_cannot_be_changed(world):
+    import sqlite3
+    with connect(world.db) as conn:
+        conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'x', 'y')")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE audit SET actor = 'z'")
+
+
+def test_technician_sees_tokens_and_rule_versions_without_secrets(client_for, world):
+    now = int(world.clock.now * 1000)
+    with connect(world.db) as conn:
+        conn.execute("INSERT INTO enrol_tokens (id, token_hash, site_id, group_name, max_uses, "
+                     "uses, expires_at, created_by, created_at) VALUES "
+                     "('tok-1', 'HASH-SECRET', 'north', 'year-9', 30, 2, ?, 'cli:root', ?)",
+                     (now + 86400_000, now))
+        conn.execute("INSERT INTO enrol_tokens (id, token_hash, site_id, group_name, "
+                     "expires_at, created_by, created_at) VALUES "
+                     "('tok-south', 'H2', 'south', 'y', ?, 'cli:root', ?)", (now + 1, now))
+        conn.execute("INSERT INTO rule_versions (version, content_hash, bundle, created_at, "
+                     "published_by, active, note) VALUES (3, 'abcdef0123456789ff', x'00', ?, "
+                     "'cli:tech', 1, 'added bullying terms')", (now,))
+    tech = client_for("tech1")
+    devices = tech.get("/devices").text
+    assert "tok-1" in devices and "2 / 30" in devices and "active" in devices
+    assert "HASH-SECRET" not in devices and "tok-south" not in devices
+    rules = tech.get("/rules/stats").text
+    assert "added bullying terms" in rules and "abcdef0123456789" in rules

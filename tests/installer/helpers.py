@@ -62,7 +62,7 @@ def choices_from_error(stderr: str) -> list[str]:
     With ``metavar=`` set, argparse's help leaves a sub-command without ``help=`` out of the
     listing entirely; its error message still names every choice.
     """
-    m = re.search(r"invalid choice: .*?\(choose from (.*)\)\s*$", stderr, re.MULTILINE)
+    m = re.search(r"invalid choice: .*?\(choose from ([^)]*)\)", stderr)
     if not m:
         return []
     return [c.strip().strip("'\"") for c in m.group(1).split(",") if c.strip()]

@@ -8,6 +8,7 @@ needs a systemd user manager and a display manager, which this container does no
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -137,16 +138,6 @@ def test_ca_that_is_not_a_certificate_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "not a PEM certificate" in proc.stderr
 
 
-def test_uninstall_removes_everything(built_wheel: Path, tmp_path: Path) -> None:
-    root = tmp_path / "root"
-    proc = _install(root, built_wheel, write_ca(tmp_path / "ca.crt"))
-    assert proc.returncode == 0, proc.stderr
-    proc = run(["bash", str(UNINSTALL), "--root", str(root)], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())
-    assert left == [], f"uninstall left files behind: {left}"
-
-
 def test_session_launcher_names_the_missing_key(tmp_path: Path) -> None:
     cfg = tmp_path / "agent.toml"
     cfg.write_text('[agent]\ncollector = "c:7443"\n[enroll]\nserver = "c:7444"\nca = "ca.crt"\n')
@@ -189,3 +180,56 @@ def test_session_launcher_runs_once_per_user(installed: Path, tmp_path: Path) ->
         first.send_signal(signal.SIGTERM)
         _out, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
+
+
+@pytest.mark.x11
+def test_install_logon_enrol_run_then_uninstall(built_wheel: Path, tmp_path: Path) -> None:
+    """End to end: install.sh with a real collector's address, token and CA; a user's
+    "logon" (the installed vigil-session, as the unit/autostart run it) enrols and connects;
+    uninstall.sh then removes every installed file."""
+    import psutil
+
+    from tests.support.collector import start_collector
+    from tests.support.x11 import XDesktop, wait_for
+
+    collector = start_collector(tmp_path)
+    try:
+        token = collector.create_token(group="secondary", uses=1)
+        root = tmp_path / "root"
+        proc = run(["bash", str(INSTALL), "--root", str(root), "--collector",
+                    collector.stream_addr, "--enroll", collector.enrol_addr, "--token", token,
+                    "--ca", str(collector.ca_path), "--wheel", str(built_wheel),
+                    "--python", sys.executable], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        home = tmp_path / "home"
+        data = home / ".local" / "share" / "vigil-agent"
+        with XDesktop() as x:
+            env = clean_env(DISPLAY=x.display, HOME=str(home),
+                            XDG_DATA_HOME=str(home / ".local" / "share"))
+            session = subprocess.Popen([str(root / "opt" / "vigil" / "bin" / "vigil-session")],
+                                       env=env, cwd=home.parent, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+            try:
+                device = wait_for(lambda: (data / "device.json").exists() and json.loads(
+                    (data / "device.json").read_text()), timeout=60, what="enrolment")
+
+                def seen() -> bool:
+                    out = collector.cli("devices", "--json").stdout
+                    return any(d["id"] == device["device_id"] and d["last_seen_at"]
+                               for d in json.loads(out))
+
+                wait_for(seen, timeout=60, what="the agent's first heartbeat")
+                children = psutil.Process(session.pid).children(recursive=True)
+                assert children, "vigil-session should be running vigil-agent"
+            finally:
+                session.send_signal(signal.SIGTERM)
+                out, _ = session.communicate(timeout=60)
+            assert session.returncode == 0, out
+            assert not [c for c in children if c.is_running() and c.status() != "zombie"]
+        proc = run(["bash", str(UNINSTALL), "--root", str(root)], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())
+        assert left == [], f"uninstall left files behind: {left}"
+        assert (data / "device.json").exists(), "a user's identity is kept unless purged"
+    finally:
+        collector.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -72,16 +73,15 @@ def test_installed_code_comes_from_the_venv_not_the_tree(fresh_venv: Path,
         assert Path(path).is_relative_to(fresh_venv), f"{path} is not inside the fresh venv"
 
 
-def _check_help(script: Path, path: tuple[str, ...], cwd: Path,
-                problems: list[str], seen: list[str]) -> None:
+def _help_page(script: Path, path: tuple[str, ...], cwd: Path) -> tuple[list[str], list[str]]:
+    """Run `script *path --help`; return (problems, sub-command names)."""
     cmd = " ".join((script.name, *path))
-    seen.append(cmd)
     proc = run([str(script), *path, "--help"], cwd=cwd, timeout=60,
                env=clean_env(COLUMNS="100"))
     if proc.returncode != 0 or "usage:" not in proc.stdout:
-        problems.append(f"`{cmd} --help` exited {proc.returncode}: "
-                        f"{(proc.stderr or proc.stdout).strip()[-800:]}")
-        return
+        return [f"`{cmd} --help` exited {proc.returncode}: "
+                f"{(proc.stderr or proc.stdout).strip()[-800:]}"], []
+    problems = []
     if "Traceback" in proc.stderr:
         problems.append(f"`{cmd} --help` printed a traceback:\n{proc.stderr[-800:]}")
     found = subcommands(proc.stdout)
@@ -89,11 +89,27 @@ def _check_help(script: Path, path: tuple[str, ...], cwd: Path,
         probe = run([str(script), *path, "no-such-command"], cwd=cwd, timeout=60)
         for name in choices_from_error(probe.stderr):
             found.setdefault(name, "")
-    for name, text in found.items():
-        if not text:
-            problems.append(f"`{cmd} {name}` has no help text (add help= to add_parser)")
-        if len(path) < 3:
-            _check_help(script, (*path, name), cwd, problems, seen)
+    problems += [f"`{cmd} {name}` has no help text (add help= to add_parser)"
+                 for name, text in found.items() if not text]
+    return problems, list(found)
+
+
+def _check_help(script: Path, cwd: Path) -> tuple[list[str], list[str]]:
+    """Walk every sub-command (3 levels deep), a few at a time; return (problems, seen)."""
+    problems: list[str] = []
+    seen: list[str] = []
+    frontier: list[tuple[str, ...]] = [()]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        while frontier:
+            pages = list(pool.map(lambda p: _help_page(script, p, cwd), frontier))
+            nxt: list[tuple[str, ...]] = []
+            for path, (probs, subs) in zip(frontier, pages, strict=True):
+                seen.append(" ".join((script.name, *path)))
+                problems += probs
+                if len(path) < 2:
+                    nxt += [(*path, sub) for sub in subs]
+            frontier = nxt
+    return problems, seen
 
 
 @pytest.mark.parametrize("script", CONSOLE_SCRIPTS)
@@ -101,11 +117,9 @@ def test_console_script_and_every_subcommand_has_help(fresh_venv: Path, script: 
                                                       tmp_path: Path) -> None:
     exe = fresh_venv / "bin" / script
     assert exe.exists(), f"{script} was not installed by the wheel (check [project.scripts])"
-    problems: list[str] = []
-    seen: list[str] = []
-    _check_help(exe, (), tmp_path, problems, seen)
+    problems, seen = _check_help(exe, tmp_path)
     assert not problems, "\n".join(problems)
-    assert seen, script
+    assert seen[0] == script
 
 
 @pytest.mark.parametrize("script", CONSOLE_SCRIPTS)

@@ -7,6 +7,7 @@ The tests skip only while ``vigil-collector serve`` does not exist yet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -35,9 +36,11 @@ def _needs_collector_serve(tmp_path: Path) -> None:
         pytest.skip("`vigil-collector serve` is not implemented yet")
 
 
-def _env(demo: Path) -> dict[str, str]:
+def _env(demo: Path, display: str | None = None) -> dict[str, str]:
     env = clean_env(VIGIL_DEMO_DIR=str(demo))
     env.pop("DISPLAY", None)
+    if display:
+        env["DISPLAY"] = display
     return env
 
 
@@ -115,10 +118,18 @@ def test_first_run_sets_up_everything_and_a_rerun_reuses_it(tmp_path: Path) -> N
 
 
 def test_ctrl_c_stops_everything_and_the_printed_login_works(tmp_path: Path) -> None:
+    """In an existing desktop session (here a real Xvfb + openbox) it watches that display."""
+    from tests.support.x11 import XDesktop
+
     demo = tmp_path / "demo"
+    with XDesktop() as desktop:
+        _run_until_ctrl_c(demo, desktop.display)
+
+
+def _run_until_ctrl_c(demo: Path, display: str) -> None:
     # A terminal's Ctrl-C goes to the foreground process group: model it with a new session.
     proc = subprocess.Popen([str(QUICKSTART), "--no-install", "--ports", "auto"],
-                            cwd=tmp_path, env=_env(demo), stdout=subprocess.PIPE,
+                            cwd=demo.parent, env=_env(demo, display), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     try:
@@ -129,6 +140,8 @@ def test_ctrl_c_stops_everything_and_the_printed_login_works(tmp_path: Path) -> 
                 break
         out = "".join(lines)
         assert proc.poll() is None, f"quickstart exited early:\n{out}"
+        assert "started a virtual display" not in out
+        assert f"watching display {display} " in out
         console = _field(out, r"^  Console:\s+(https://127\.0\.0\.1:\d+/)")
         username, password = _field(out, r"^  DSL login:\s+(\S+ / \S+)$").split(" / ")
         resp = _log_in(console, demo / "collector" / "pki" / "ca.pem", username, password)
@@ -140,9 +153,12 @@ def test_ctrl_c_stops_everything_and_the_printed_login_works(tmp_path: Path) -> 
         os.killpg(proc.pid, signal.SIGINT)
         rest, _ = proc.communicate(timeout=90)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:   # the test failed early: stop what quickstart started
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            for pid in _pids("".join(lines)) if "pids: " in "".join(lines) else []:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
     assert proc.returncode == 130, out + rest
     assert "stopping" in rest
     assert not [p for p in _pids(out) if _alive(p)], "processes left running after Ctrl-C"

@@ -76,6 +76,10 @@ def test_scan_group_filter(run_cli: Run) -> None:
 def test_scan_bad_group_and_bad_rules(run_cli: Run, tmp_path: Path) -> None:
     res = run_cli("scan", "--group", "year7", stdin="x\n")
     assert res.returncode == 2 and "invalid choice" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = run_cli("compile", str(rules.DEFAULT_LIBRARY))
+    assert res.returncode == 2 and "--key" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
     res = run_cli("scan", "--rules", str(tmp_path / "missing"), stdin="x\n")
     assert res.returncode == 2 and "not a directory" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

@@ -82,3 +82,19 @@ def test_welsh_and_text_speak_are_covered(library: rules.RuleSet) -> None:
     assert len({r.category for r in welsh}) >= 6
     for text in ("kms", "kys", "unalive myself", "dwi isio marw"):
         assert library.scan(text), text
+
+
+def test_concerning_lines_typed_with_corrected_typos_still_hit(library: rules.RuleSet) -> None:
+    m = library.matcher()
+    for category, line in CONCERNING:
+        hits: list[rules.Hit] = []
+        cut = len(line) // 2
+        for ch in line[:cut] + "zq":  # a typo in the middle...
+            hits += m.feed(ch)
+        m.backspace()
+        m.backspace()  # ...corrected
+        for ch in line[cut:]:
+            hits += m.feed(ch)
+        hits += m.reset()
+        assert category in {h.rule.category for h in hits}, line
+        assert all(h.context in line for h in hits)

@@ -120,16 +120,22 @@ class XDesktop:
                              timeout=timeout, check=True)
         return out.stdout.decode().strip()
 
-    def open_xterm(self, title: str, *extra: str) -> int:
-        """Open an xterm titled *title*; wait until it is mapped and active; return its id."""
+    def open_xterm(self, title: str, *extra: str, activate: bool = True) -> int:
+        """Open an xterm titled *title*; wait until it is mapped (and, unless *activate* is
+        False or there is no window manager, active); return its window id."""
         proc = subprocess.Popen(
             ["xterm", "-T", title, "-geometry", "80x10", *extra], env=self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._procs.append(proc)
         self._xterms.append(proc)
         wid = wait_for(lambda: self._search(title), timeout=20, what=f"xterm {title!r}")
-        self.activate(wid)
+        if activate and self.window_manager:
+            self.activate(wid)
         return wid
+
+    def focus(self, window: int) -> None:
+        """Give *window* the X input focus directly (works without a window manager)."""
+        self.xdotool("windowfocus", "--sync", str(window))
 
     def close_windows(self) -> None:
         """Close every xterm this desktop opened (so the next test starts on a bare desktop)."""

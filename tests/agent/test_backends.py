@@ -1,0 +1,144 @@
+"""Windows/macOS backends: the logic around the OS calls, with the OS faked behind its seam.
+These backends have NOT run on a real Windows or macOS machine (they cannot run here)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from agent.backends import macos, windows
+from agent.backends.polling import PollingMediaSource, PollingWindowSource, Volume
+from agent.config import Config
+from agent.platform import backend_name, select_backends
+from agent.sources import MediaEvent, WindowInfo
+
+
+class FakeWin32:
+    def __init__(self) -> None:
+        self.hwnd, self.titles = 0, {0: ""}
+        self.control: tuple[str, int] = ("", 0)
+        self.mask = 0b100  # C:
+        self.types = {"C:\\": 3, "E:\\": windows.DRIVE_REMOVABLE}
+
+    def foreground(self) -> int:
+        return self.hwnd
+
+    def title(self, hwnd: int) -> str:
+        return self.titles[hwnd]
+
+    def pid(self, hwnd: int) -> int:
+        return 0
+
+    def focused_control(self, hwnd: int) -> tuple[str, int]:
+        return self.control
+
+    def drives(self) -> int:
+        return self.mask
+
+    def drive_type(self, root: str) -> int:
+        return self.types.get(root, 1)
+
+    def volume(self, root: str) -> tuple[str, str, int]:
+        return "KINGSTON", "FAT32", 8_000_000_000
+
+
+def test_windows_window_and_password_field() -> None:
+    api = FakeWin32()
+    api.hwnd, api.titles = 7, {7: "Sign-up form - Edge"}
+    assert windows.read_window(api) == WindowInfo("Sign-up form - Edge", "", 7, False)
+    api.control = ("Edit", windows.ES_PASSWORD | 0x50000000)
+    assert windows.read_window(api).password_field is True  # type: ignore[union-attr]
+    api.hwnd = 0
+    assert windows.read_window(api) is None
+
+
+def test_windows_removable_drives() -> None:
+    api = FakeWin32()
+    assert windows.removable_volumes(api) == {}
+    api.mask |= 1 << 4  # E:
+    assert windows.removable_volumes(api) == {
+        "E:\\": Volume("E:\\", "KINGSTON", "FAT32", 8_000_000_000)}
+
+
+class FakeCocoa:
+    def __init__(self) -> None:
+        self.vols: list[tuple[str, bool]] = [("/Volumes/Macintosh HD", True)]
+
+    def frontmost(self) -> tuple[int, str]:
+        return 501, "Safari"
+
+    def window_title(self, pid: int) -> str:
+        return "how to unblock games - Google Search"
+
+    def volumes(self) -> list[tuple[str, bool]]:
+        return self.vols
+
+    def volume_info(self, path: str) -> tuple[str, int]:
+        return "msdos", 1000
+
+
+def test_macos_window_and_volumes() -> None:
+    api = FakeCocoa()
+    assert macos.read_window(api) == WindowInfo("how to unblock games - Google Search",
+                                                "Safari", 501)
+    assert macos.removable_volumes(api) == {}
+    api.vols.append(("/Volumes/USB STICK", False))
+    assert macos.removable_volumes(api) == {
+        "/Volumes/USB STICK": Volume("/Volumes/USB STICK", "USB STICK", "msdos", 1000)}
+
+
+def test_polling_window_reports_changes_once() -> None:
+    seq = iter([WindowInfo("a"), WindowInfo("a"), WindowInfo("b"), None, WindowInfo("b")])
+    stop, got = threading.Event(), []
+
+    def read() -> WindowInfo | None:
+        try:
+            return next(seq)
+        except StopIteration:
+            stop.set()
+            return None
+
+    PollingWindowSource(read, interval=0).run(got.append, stop)
+    assert [w.title for w in got] == ["a", "b"]
+
+
+def test_polling_media_mount_files_unmount() -> None:
+    snapshots = [{}, {"E:\\": Volume("E:\\", "STICK", "FAT32", 9)},
+                 {"E:\\": Volume("E:\\", "STICK", "FAT32", 9)}, {}]
+    stop, events = threading.Event(), []
+    writers: dict[str, Callable[[str], None]] = {}
+    stopped: list[str] = []
+    calls = iter(range(100))
+
+    def list_volumes() -> dict[str, Volume]:
+        i = next(calls)
+        if i == 2:
+            writers["E:\\"]("E:\\exam answers.docx")
+            writers["E:\\"]("E:\\exam answers.docx")  # same file twice counts once
+            writers["E:\\"]("E:\\b.txt")
+        if i >= len(snapshots) - 1:
+            stop.set()
+        return snapshots[min(i, len(snapshots) - 1)]
+
+    def watch(mp: str, on_file: Callable[[str], None]) -> Callable[[], None]:
+        writers[mp] = on_file
+        return lambda: stopped.append(mp)
+
+    PollingMediaSource(list_volumes, interval=0, watch=watch).run(events.append, stop)
+    assert [e.event for e in events] == ["mounted", "file_written", "file_written", "unmounted"]
+    assert events[1] == MediaEvent("file_written", "E:\\", file_name="exam answers.docx")
+    assert events[-1].files_written == 2 and stopped == ["E:\\"]
+
+
+def test_platform_switch_is_the_only_chooser_and_lazy() -> None:
+    assert backend_name("win32", {}) == "windows"
+    assert backend_name("darwin", {}) == "macos"
+    assert backend_name("linux", {"DISPLAY": ":5"}) == "x11"
+    assert backend_name("linux", {"WAYLAND_DISPLAY": "wayland-0"}) == "wayland"
+    # building the Windows/macOS backends touches no OS library until they run
+    b = select_backends(Config(), "windows")
+    assert isinstance(b.window, windows.WindowsWindowSource)
+    m = select_backends(Config(), "macos")
+    assert isinstance(m.media, macos.MacMediaSource)
+    w = select_backends(Config(), "wayland")
+    assert w.window is None and w.keys is None and w.media is not None

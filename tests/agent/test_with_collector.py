@@ -1,0 +1,89 @@
+"""End to end with the REAL collector (tests/support/collector.py): a phrase typed into a real
+X window reaches the collector's store, survives a collector outage and an agent restart, and
+is stored exactly once; a sentence that matches nothing is in none of the collector's files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.agent.conftest import write_library
+from tests.support.agent import AgentProcess, enroll_cli, spool_captures, write_config
+from tests.support.collector import start_collector
+from tests.support.x11 import XDesktop, have_x_tools, wait_for
+
+pytestmark = [pytest.mark.x11,
+              pytest.mark.skipif(not have_x_tools(), reason="needs Xvfb, openbox, xdotool")]
+
+SECRET_TOKENS = [b"wombat", b"glasshouse", b"tangerine"]
+
+
+@pytest.fixture(scope="module")
+def x() -> Iterator[XDesktop]:
+    with XDesktop() as desk:
+        yield desk
+
+
+def rules_version(data: Path) -> int:
+    import json
+
+    try:
+        return int(json.loads((data / "rules.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def test_typed_phrase_survives_outage_and_restart_exactly_once(x: XDesktop,
+                                                               tmp_path: Path) -> None:
+    c = start_collector(tmp_path)
+    data = tmp_path / "agent"
+    cfg = write_config(tmp_path / "agent.toml",
+                       rules_library=str(write_library(tmp_path / "lib")),
+                       watch_media=False, screenshot_min_severity=6, heartbeat_seconds=1)
+    agent = None
+    try:
+        token = c.create_token(group="secondary")
+        enroll_cli(data, c.enrol_addr, token, c.ca_path, c.stream_addr)
+        agent = AgentProcess(data, config_file=cfg, env=x.env).start()
+        agent.wait_for_log("Vigil agent is running")
+        # the collector pushes its signed rules (version 1); the agent pins and applies them
+        wait_for(lambda: rules_version(data) == 1, timeout=30, what="rules version 1")
+        x.open_xterm("Form tutor chat")
+        x.type_text("echo my wombat glasshouse tangerine")
+        x.key("Return")
+        x.type_text("echo this is the collector test phrase")
+        x.key("Return")
+        first = wait_for(lambda: c.query("SELECT id, context, window_title FROM captures "
+                                         "WHERE rule_id = 'test.self_harm'"),
+                         timeout=30, what="the capture in the collector's store")
+        assert first[0][2] == "Form tutor chat"
+        wait_for(lambda: not spool_captures(data), what="the spool to empty after the ack")
+
+        assert c.stop() == 0  # outage
+        x.open_xterm("Second window")
+        x.type_text("echo collector test phrase while offline")
+        x.key("Return")
+        [waiting] = wait_for(lambda: spool_captures(data), what="the capture in the spool")
+        assert agent.stop() == 0
+        assert [w.id for w in spool_captures(data)] == [waiting.id]  # restart keeps it
+
+        c = start_collector(tmp_path)  # same data dir, new port
+        agent = AgentProcess(data, config_file=cfg, env=x.env,
+                             extra_args=("--collector", c.stream_addr)).start()
+        wait_for(lambda: c.query("SELECT COUNT(*) FROM captures WHERE id = ?",
+                                 (waiting.id,))[0][0] == 1, timeout=30,
+                 what="the offline capture delivered after the restart")
+        wait_for(lambda: not spool_captures(data), what="the spool to empty")
+        rows = c.query("SELECT id FROM captures WHERE rule_id = 'test.self_harm'")
+        assert sorted(r[0] for r in rows) == sorted([first[0][0], waiting.id])
+    finally:
+        if agent is not None:
+            agent.stop()
+        c.stop()
+    for f in c.data_dir.rglob("*"):
+        if f.is_file():
+            blob = f.read_bytes().lower()
+            for token in SECRET_TOKENS:
+                assert token not in blob, f"{token!r} found in collector file {f}"

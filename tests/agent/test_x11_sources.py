@@ -1,0 +1,49 @@
+"""The X11 sources in-process: the XGetInputFocus fallback without a window manager, and a
+real screenshot through mss."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.capture import grab_screenshot
+from agent.sources import StopSignal, WindowInfo
+from agent.sources.window_x11 import X11WindowSource
+from tests.support.x11 import XDesktop, have_x_tools, wait_for
+
+pytestmark = [pytest.mark.x11,
+              pytest.mark.skipif(not have_x_tools(), reason="needs Xvfb, openbox, xdotool")]
+
+
+def test_input_focus_fallback_without_window_manager() -> None:
+    with XDesktop(window_manager=False) as x:
+        got: list[WindowInfo] = []
+        stop = StopSignal()
+        t = threading.Thread(target=X11WindowSource(x.display).run, args=(got.append, stop),
+                             daemon=True)
+        t.start()
+        try:
+            a = x.open_xterm("No WM one")
+            b = x.open_xterm("No WM two")
+            x.focus(a)
+            wait_for(lambda: any(w.title == "No WM one" for w in got), what="focus on one")
+            x.focus(b)
+            wait_for(lambda: got and got[-1].title == "No WM two", what="focus on two")
+            assert got[-1].process == "xterm"
+            titles = [w.title for w in got]
+            assert all(t1 != t2 for t1, t2 in itertools.pairwise(titles))
+        finally:
+            stop.set()
+            t.join(timeout=10)
+            stop.close()
+
+
+def test_screenshot_is_a_png_of_the_display(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    with XDesktop() as x:
+        monkeypatch.setenv("DISPLAY", x.display)
+        png = grab_screenshot()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000

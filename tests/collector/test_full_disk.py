@@ -1,0 +1,55 @@
+"""A full disk under the data dir: the collector stops acknowledging, tells agents to back off,
+keeps serving, and stores the captures once space is back. Real tmpfs mount (needs root)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.agent_client import AgentClient, make_capture
+from tests.support.collector import start_collector
+
+pytestmark = pytest.mark.mount
+
+
+def _fill(path: Path) -> None:
+    with open(path, "wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
+async def test_full_disk_backs_off_then_recovers(tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    c = None
+    try:
+        c = start_collector(mnt, {"ingest": {"busy_timeout_ms": 200, "backoff_ms": 1000}})
+        a = AgentClient(c.enrol_addr, c.stream_addr, c.ca_pem)
+        await a.enrol(c.create_token())
+        filler = mnt / "filler"
+        async with a.connect() as s:
+            warm = make_capture()
+            await s.send_captures([warm])
+            await s.wait_for(lambda s: warm.id in s.acked)
+            _fill(filler)
+            big = [make_capture(context="x" * 400, window_title="y" * 400) for _ in range(300)]
+            await s.send_captures(big)
+            await s.wait_for(lambda s: s.backoffs)
+            assert not ({x.id for x in big} & s.acked)  # nothing acknowledged while full
+            filler.unlink()
+            await s.send_captures(big)  # the agent retries after the back-off
+            await s.wait_for(lambda s: {x.id for x in big} <= s.acked)
+        assert c.query("SELECT COUNT(*) FROM captures")[0][0] == 301
+        assert "store busy" in c.log()
+    finally:
+        if c is not None:
+            c.stop()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -1,0 +1,17 @@
+"""The rules benchmark harness runs and reports every column (no timing is asserted)."""
+
+from __future__ import annotations
+
+from bench import rules as bench_rules
+
+
+def test_quick_benchmark_runs_and_renders() -> None:
+    results = bench_rules.main(["--quick"])
+    names = [r["name"] for r in results["rows"]]
+    assert names == ["synthetic 100", "synthetic 1,000", "default library"]
+    for row in results["rows"]:
+        assert row["phrases"] > 0 and row["states"] > row["phrases"]
+        assert row["key_median_us"] > 0 and row["key_p99_us"] >= row["key_median_us"]
+        assert row["pyahocorasick_us"] > 0
+    table = bench_rules.markdown(results)
+    assert table.count("\n| synthetic") == 2 and "| default library |" in table
