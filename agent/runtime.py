@@ -61,6 +61,8 @@ class AgentRuntime:
         self.data = data.ensure()
         self.config = config
         self._base_config = config  # collector config applies on top of this, never stacks
+        self._last_state: dict[str, Any] = {}
+        self._last_state_write = 0.0
         self.os_user = os_user or getpass.getuser()
         self.hostname = hostname or socket.gethostname()
         self.spool = Spool(data.spool, config.spool_max_bytes)
@@ -121,18 +123,23 @@ class AgentRuntime:
             self.uplink.heartbeat_seconds = float(msg.heartbeat_seconds)
         log.info("collector config applied: %s", ", ".join(sorted(changes)) or "no changes")
 
-    def write_state(self, running: bool) -> None:
-        state = {
-            "pid": os.getpid(), "running": running, "updated_unix": time.time(),
+    def _state(self, running: bool) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(), "running": running,
             "backend": self.backend_name, "monitoring": monitored(self.config),
             "collector": self.collector,
             "connected": bool(self.uplink and self.uplink.connected),
             "last_error": self.uplink.last_error if self.uplink else "not enrolled",
             "group": self.config.group, "context_chars": self.config.context_chars,
         }
+
+    def write_state(self, running: bool) -> None:
+        """Write state.json (read by ``vigil-agent status``)."""
+        state = self._state(running)
+        self._last_state, self._last_state_write = state, time.monotonic()
         tmp = self.data.state_json.with_name("state.json.tmp")
         with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(state, indent=2))
+            tmp.write_text(json.dumps({**state, "updated_unix": time.time()}, indent=2))
             os.replace(tmp, self.data.state_json)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -159,7 +166,11 @@ class AgentRuntime:
             self.spool.close()
 
     async def _state_loop(self, stop: asyncio.Event) -> None:
+        # Check often, write only on a change (or every 60 s): status stays current and an
+        # idle agent does not touch the disk.
         while not stop.is_set():
-            self.write_state(True)
+            if (self._state(True) != self._last_state
+                    or time.monotonic() - self._last_state_write > 60):
+                self.write_state(True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=10.0)
+                await asyncio.wait_for(stop.wait(), timeout=2.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +54,6 @@ def status_report(data: DataDir, config: Config) -> str:
     if running:
         lines.append("Connection: " + ("connected" if state.get("connected") else
                                        f"not connected ({state.get('last_error') or '-'})"))
-        age = time.time() - float(state.get("updated_unix", 0))
-        lines.append(f"Status updated: {age:.0f}s ago")
     lines.append(f"Rules version: {rules_state.get('version', 'none')} "
                  f"({rules_state.get('rules', 0)} rules)")
     if rules_state.get("last_error"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -68,6 +69,16 @@ class Hub:
         self.pushed += 1
         return True
 
+    def close_devices(self, device_ids: list[str]) -> int:
+        """End the live streams of these (revoked) devices; their reconnect is refused."""
+        n = 0
+        for device_id in device_ids:
+            conn = self.connections.get(device_id)
+            if conn is not None:
+                conn.close()
+                n += 1
+        return n
+
     def set_active(self, rv: RuleVersion | None) -> int:
         """Adopt a newly active version and push it; returns how many agents got it."""
         self.active = rv
@@ -78,9 +89,22 @@ class Hub:
         active_number: Callable[[], Awaitable[int]],
         active_version: Callable[[], Awaitable[RuleVersion | None]],
         interval: float,
+        revoked_since: Callable[[int], Awaitable[list[str]]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """Poll the active version number; on a change, load the bundle and fan it out."""
+        """Poll the active version number; on a change, load the bundle and fan it out.
+        Also close the streams of devices revoked since the last poll."""
+        watermark = int(clock() * 1000) - 60_000
         while True:
+            if revoked_since is not None:
+                try:
+                    now = int(clock() * 1000)
+                    closed = self.close_devices(await revoked_since(watermark))
+                    watermark = now - 5_000  # overlap: a revocation is never missed
+                    if closed:
+                        log.info("closed %d streams of revoked devices", closed)
+                except Exception:
+                    log.exception("could not read revoked devices")
             try:
                 number = await active_number()
                 current = self.active.version if self.active is not None else 0

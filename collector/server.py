@@ -141,7 +141,8 @@ class CollectorServer:
         self._tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
         self._tasks.append(asyncio.create_task(self.hub.watch(
             lambda: self.run(self.store.active_rule_version_number),
-            lambda: self.run(self.store.active_rule_version), cfg.server.rules_poll_seconds),
+            lambda: self.run(self.store.active_rule_version), cfg.server.rules_poll_seconds,
+            lambda since: self.run(self.store.revoked_since, since), self.clock),
             name="fanout"))
         self._tasks.append(asyncio.create_task(self.alerter.run_escalations(), name="alerts"))
         if self.scheduled_purge:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["Normaliser", "fold", "normalise"]
+__all__ = ["Normaliser", "fold", "letter_runs", "normalise"]
 
 # Leetspeak and look-alike letters (Cyrillic/Greek homoglyphs, written as escapes so the
 # source stays readable). Applied after casefold.
@@ -68,7 +68,7 @@ def fold(ch: str) -> str:
 
 
 # Machine modes.
-_SPACE, _WORD, _HOLD, _PLUS, _DIGITS = 0, 1, 2, 3, 4
+_SPACE, _WORD, _HOLD, _PLUS, _DIGITS, _WDIGITS = 0, 1, 2, 3, 4, 5  # _WDIGITS: after letters
 
 Snapshot = tuple[int, str, int, str, int, int, int, str, str, str, tuple[int, ...]]
 
@@ -80,15 +80,17 @@ class Normaliser:
     Two things are held back until the token shows what it is, so output can lag input by
     one token: a single-character token (joined with the next one if that is single too: a
     run of joined characters keeps one kind of separator, so "k.i.l.l m.e" is "kil me" while
-    "k i l l" is "kil"), and a token of digits (kept literally, uncollapsed, if it ends as
-    digits only; read as leetspeak once a letter joins it).
+    "k i l l" is "kil"), and digits. Digits are leetspeak only between letters ("k1ll",
+    "w33d"); otherwise they stay digits, uncollapsed ("1488" is not "148", "bet365",
+    "900k"), except a lone digit, which is a single character like any other ("k 1 l l").
     """
 
-    __slots__ = ("dbuf", "didx", "gap", "held", "held_at", "last", "mode", "n", "run", "src",
-                 "toklen")  # fmt: skip
+    __slots__ = ("collapse", "dbuf", "didx", "gap", "held", "held_at", "last", "mode", "n", "run",
+                 "src", "toklen")  # fmt: skip
 
-    def __init__(self) -> None:
+    def __init__(self, collapse: bool = True) -> None:
         self.src: list[int] = []
+        self.collapse = collapse  # False only for letter_runs(): keeps "gg" in "nigger"
         self.reset()
 
     def reset(self) -> None:
@@ -117,7 +119,7 @@ class Normaliser:
         folded = _CACHE.get(ch)
         if folded is None:
             folded = fold(ch)
-        if len(folded) == 1 and self.mode == _WORD and folded > "9":
+        if len(folded) == 1 and self.mode == _WORD and folded > "9" and self.collapse:
             # Fast path: another letter inside a word (letters sort after digits, " ", ".").
             if folded == self.last:
                 return ""
@@ -136,7 +138,7 @@ class Normaliser:
         return out
 
     def _emit(self, c: str, i: int) -> str:
-        if c == self.last:
+        if c == self.last and (self.collapse or c == " "):
             return ""
         self.last = c
         self.src.append(i)
@@ -151,38 +153,45 @@ class Normaliser:
         self.run = ""
         return self._emit(" ", self.held_at) + self._emit(held, self.held_at)
 
-    def _digits_end(self, c: str, i: int) -> str:
-        """A separator ends an all-digit token: literal digits, or a single character."""
+    def _literal(self) -> str:
+        """Release the buffered digits as digits (uncollapsed); the token continues."""
         digits, idx = self.dbuf, self.didx
         self.dbuf, self.didx = "", ()
-        if len(digits) == 1:  # behaves like any single-character token
-            self.mode, self.toklen = _WORD, 1
-            return self._emit(_DIGIT_LEET[digits], idx[0]) + self._step(c, i)
         self.src.extend(idx)
-        self.last, self.mode = digits[-1], _SPACE
-        return digits + self._emit(" ", i)
+        self.last, self.mode, self.toklen = digits[-1], _WORD, 2
+        return digits
 
     def _step(self, c: str, i: int) -> str:
         mode = self.mode
         if "0" <= c <= "9":
-            if mode in (_SPACE, _DIGITS):
-                self.mode, self.dbuf, self.didx = _DIGITS, self.dbuf + c, (*self.didx, i)
+            if mode in (_SPACE, _DIGITS, _WDIGITS):  # start or extend a run of digits
+                self.mode = _DIGITS if mode == _SPACE else mode
+                self.dbuf, self.didx = self.dbuf + c, (*self.didx, i)
+                return ""
+            if mode == _WORD:  # digits after letters: leetspeak if a letter follows
+                self.mode, self.dbuf, self.didx = _WDIGITS, c, (i,)
                 return ""
             if mode == _HOLD:
                 self.mode, self.held, self.held_at = _PLUS, c, i
                 return ""
-            if mode == _PLUS and "0" <= self.held <= "9":  # two digits: a new digit token
-                self.mode, self.run = _DIGITS, ""
-                self.dbuf, self.didx = self.held + c, (self.held_at, i)
-                return self._emit(" ", self.held_at)
-            c = _DIGIT_LEET[c]  # a digit inside a word with letters: leetspeak
+            # _PLUS: the held character starts a token of 2+ characters
+            out = self._emit(" ", self.held_at)
+            self.run = ""
+            if "0" <= self.held <= "9":
+                self.mode, self.dbuf, self.didx = _DIGITS, self.held + c, (self.held_at, i)
+                return out
+            out += self._emit(self.held, self.held_at)
+            self.mode, self.toklen, self.dbuf, self.didx = _WDIGITS, 2, c, (i,)
+            return out
         if c > "9":  # a letter
-            if mode == _DIGITS:  # letters join the digits: read them all as leetspeak
+            if mode == _WDIGITS:  # letter, digits, letter: the digits are leetspeak
                 digits, idx = self.dbuf, self.didx
-                self.mode, self.dbuf, self.didx = _SPACE, "", ()
-                pairs = zip(digits, idx, strict=True)
-                out = "".join([self._step(_DIGIT_LEET[d], j) for d, j in pairs])
-                return out + self._step(c, i)
+                self.mode, self.dbuf, self.didx = _WORD, "", ()
+                out = "".join([self._emit(_DIGIT_LEET[d], j) for d, j in zip(digits, idx,
+                                                                               strict=True)])
+                return out + self._emit(c, i)
+            if mode == _DIGITS:  # "900k", "4chan": a number with a unit, not leetspeak
+                return self._literal() + self._emit(c, i)
             if mode == _SPACE:
                 self.mode, self.toklen = _WORD, 1
                 return self._emit(c, i)
@@ -194,16 +203,22 @@ class Normaliser:
             if mode == _HOLD:
                 self.mode, self.held, self.held_at = _PLUS, c, i
                 return ""
-            held = _DIGIT_LEET.get(self.held, self.held)
-            if c == held:  # _PLUS, a repeated letter: still one character
+            if c == self.held:  # _PLUS, a repeated letter: still one character
                 return ""
             self.mode, self.toklen, self.run = _WORD, 2, ""
-            return self._emit(" ", self.held_at) + self._emit(held, self.held_at) + (
-                self._emit(c, i)
-            )
+            out = self._emit(" ", self.held_at)
+            if "0" <= self.held <= "9":  # "4u" after a single token: digit-led, literal
+                self.src.append(self.held_at)
+                self.last = self.held
+                return out + self.held + self._emit(c, i)
+            return out + self._emit(self.held, self.held_at) + self._emit(c, i)
         # a separator: " " (whitespace) or "." (punctuation)
-        if mode == _DIGITS:
-            return self._digits_end(c, i)
+        if mode == _WDIGITS or (mode == _DIGITS and len(self.dbuf) > 1):
+            return self._literal() + self._step(c, i)  # "bet365", "1488": digits stay digits
+        if mode == _DIGITS:  # a one-digit token behaves like any single character
+            d, j = self.dbuf, self.didx[0]
+            self.dbuf, self.didx, self.mode, self.toklen = "", (), _WORD, 1
+            return self._emit(_DIGIT_LEET[d], j) + self._step(c, i)
         if mode == _WORD:
             if self.toklen == 1:
                 self.mode, self.gap, self.run = _HOLD, c, ""
@@ -227,3 +242,19 @@ def normalise(text: str) -> str:
     out = [n.push(ch) for ch in text]
     out.append(n.end())
     return "".join(out).strip()
+
+
+def letter_runs(text: str) -> tuple[tuple[str, int], ...]:
+    """Normalised letters of ``text`` with how often each repeats (capped at 2), without
+    collapsing: "nigger" is (..., ("g", 2), ...), "Niger" has ("g", 1). The matcher uses this
+    to refuse a hit whose text has fewer repeats than the phrase (Niger is not the slur, "wed"
+    is not "weed"), while still allowing more ("diiiie", "killll")."""
+    n = Normaliser(collapse=False)
+    flat = "".join([n.push(ch) for ch in text]) + n.end()
+    out: list[tuple[str, int]] = []
+    for c in flat.replace(" ", ""):
+        if out and out[-1][0] == c:
+            out[-1] = (c, 2)
+        else:
+            out.append((c, 1))
+    return tuple(out)

@@ -169,6 +169,8 @@ class IngestResult:
     stored_ids: list[str] = field(default_factory=list)   # newly stored
     existing_ids: list[str] = field(default_factory=list)  # redelivered, already stored
     items: list[QueueItemRow] = field(default_factory=list)  # queue items created or updated
+    # (capture id, device id) pairs NOT stored because another device already owns that id
+    conflicts: set[tuple[str, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,7 @@ class Store(Protocol):
     def list_devices(self, silent_since_ms: int | None = None) -> list[DeviceRow]: ...
     def revoke_device(self, device_id: str, now_ms: int) -> bool: ...
     def pupil_age_band(self, site_id: str, username: str) -> str | None: ...
+    def revoked_since(self, since_ms: int) -> list[str]: ...
 
     # the writer's one call per batch
     def ingest(self, captures: Sequence[NewCapture], now_ms: int, policy: TriagePolicy,

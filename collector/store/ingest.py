@@ -144,10 +144,16 @@ class Writer:
         self.stats["batches"] += 1
         self.stats["stored"] += len(result.stored_ids)
         self.stats["redelivered"] += len(result.existing_ids)
+        conflicts = result.conflicts
         for w in batch.works:
-            ack = pb.Ack(stored_ids=[c.id for c in w.captures])
+            ack = pb.Ack(stored_ids=[c.id for c in w.captures
+                                     if not conflicts or (c.id, c.device_id) not in conflicts])
             for cid, reason in w.rejected:
                 ack.rejected.add(id=cid, reason=reason)
+            if conflicts:
+                for c in w.captures:
+                    if (c.id, c.device_id) in conflicts:
+                        ack.rejected.add(id=c.id, reason="id_conflict")
             w.reply(pb.CollectorMessage(ack=ack))
         if result.items and self.on_items is not None:
             # Alerting (SMTP, webhooks) must never hold up the next commit.

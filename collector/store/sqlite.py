@@ -267,6 +267,12 @@ class SqliteStore:
                              "AND revoked_at IS NULL", (now_ms, device_id))
             return cur.rowcount > 0
 
+    def revoked_since(self, since_ms: int) -> list[str]:
+        """Devices revoked at or after ``since_ms`` (serve closes their live streams)."""
+        return [r["id"] for r in self._rows(
+            "SELECT id FROM devices WHERE revoked_at IS NOT NULL AND revoked_at >= ?",
+            (since_ms,))]
+
     def pupil_age_band(self, site_id: str, username: str) -> str | None:
         """The roster's age band for this login at this site (None when not on the roster)."""
         rows = self._rows("SELECT age_band FROM pupils WHERE site_id = ? AND username = ?",
@@ -302,14 +308,21 @@ class SqliteStore:
                          policy: triage.TriagePolicy, result: IngestResult) -> None:
         unique: dict[str, NewCapture] = {}
         for c in captures:
-            unique.setdefault(c.id, c)
-        existing: set[str] = set()
+            first = unique.setdefault(c.id, c)
+            if first.device_id != c.device_id:
+                result.conflicts.add((c.id, c.device_id))
+        owner: dict[str, str] = {}
         for chunk in _chunks(list(unique)):
             q = ",".join("?" * len(chunk))
-            existing.update(r[0] for r in db.conn.execute(
-                f"SELECT id FROM captures WHERE id IN ({q})", list(chunk)))
-        new = [c for cid, c in unique.items() if cid not in existing]
-        result.existing_ids = [cid for cid in unique if cid in existing]
+            owner.update(db.conn.execute(
+                f"SELECT id, device_id FROM captures WHERE id IN ({q})", list(chunk)))
+        # An id already stored for ANOTHER device is not a redelivery: never ack it as stored.
+        for cid, c in list(unique.items()):
+            if cid in owner and owner[cid] != c.device_id:
+                result.conflicts.add((cid, c.device_id))
+                del unique[cid]
+        new = [c for cid, c in unique.items() if cid not in owner]
+        result.existing_ids = [cid for cid in unique if cid in owner]
         result.stored_ids = [c.id for c in new]
         if not new:
             return

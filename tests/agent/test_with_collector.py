@@ -4,6 +4,8 @@ is stored exactly once; a sentence that matches nothing is in none of the collec
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +52,10 @@ def test_typed_phrase_survives_outage_and_restart_exactly_once(x: XDesktop,
         agent.wait_for_log("Vigil agent is running")
         # the collector pushes its signed rules (version 1); the agent pins and applies them
         wait_for(lambda: rules_version(data) == 1, timeout=30, what="rules version 1")
+        status = wait_for(lambda: "Connection: connected" in (out := subprocess.run(
+            [sys.executable, "-m", "agent.cli", "status", "--data-dir", str(data)],
+            capture_output=True, text=True, timeout=60).stdout) and out, what="status")
+        assert f"Collector: {c.stream_addr}" in status and "Rules version: 1" in status
         x.open_xterm("Form tutor chat")
         x.type_text("echo my wombat glasshouse tangerine")
         x.key("Return")

@@ -90,6 +90,18 @@ class StoreSuite:
         r3 = seeded.ingest([cap(4, t=T0 + 4000)], T0 + 4000, POLICY)
         assert r3.items[0].id != item.id and r3.items[0].created
 
+    def test_an_id_owned_by_another_device_is_a_conflict_not_a_redelivery(
+        self, seeded: Store
+    ) -> None:
+        _, secret = seeded.create_token("s1", "g1", 5, T0 + DAY, "test", T0)
+        seeded.enrol_device(secret, "d-2", "pc-2", "linux", "1.0", "def", T0)
+        seeded.ingest([cap(1)], T0, POLICY)
+        r = seeded.ingest([cap(1, device="d-2"), cap(2, device="d-2")], T0, POLICY)
+        assert r.conflicts == {("c1", "d-2")} and r.stored_ids == ["c2"]
+        assert r.existing_ids == []
+        both = seeded.ingest([cap(3), cap(3, device="d-2")], T0, POLICY)  # same batch
+        assert both.stored_ids == ["c3"] and both.conflicts == {("c3", "d-2")}
+
     def test_heartbeats_and_rules_acks(self, seeded: Store) -> None:
         seeded.ingest([], T0, POLICY,
                       heartbeats=[Heartbeat("d-1", T0 + 5, "2.0", 4, 12, 999, {"full": 3},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 
@@ -165,9 +166,13 @@ async def test_device_b_cannot_send_as_device_a(collector: RunningCollector) -> 
                            (a.device_id,)) == [(0,)]
 
 
-async def test_revoked_device_is_refused(collector: RunningCollector) -> None:
+async def test_revoked_device_is_cut_off_and_refused(collector: RunningCollector) -> None:
     a = await enrolled(collector)
-    collector.cli("devices", "--revoke", a.device_id)
+    async with a.connect() as s:
+        await s.heartbeat(rules_version=1)
+        await s.wait_for(lambda s: s.configs)
+        collector.cli("devices", "--revoke", a.device_id)
+        await asyncio.wait_for(s.closed.wait(), 20)  # the live stream is ended
     async with a.connect() as s:
         assert await refusal(s) == grpc.StatusCode.PERMISSION_DENIED
 
@@ -251,3 +256,21 @@ async def test_agent_config_age_band_comes_from_the_roster(collector: RunningCol
         await s.heartbeat(rules_version=1, os_user="not-on-roster")
         config = await s.wait_for(lambda s: len(s.configs) == 2 and s.configs[-1])
         assert config.group == "secondary"
+
+
+async def test_capture_id_of_another_device_is_rejected_not_acked(
+    collector: RunningCollector,
+) -> None:
+    a = await enrolled(collector)
+    b = await enrolled(collector)
+    mine = make_capture(context="A's context")
+    async with a.connect() as s:
+        await s.send_captures([mine])
+        await s.wait_for(lambda s: mine.id in s.acked)
+    clash = make_capture(mine.id, context="B's context")
+    async with b.connect() as s:
+        await s.send_captures([clash])
+        reason = await s.wait_for(lambda s: s.rejected.get(clash.id))
+        assert reason == "id_conflict" and clash.id not in s.acked
+    assert collector.query("SELECT device_id, context FROM captures WHERE id = ?",
+                           (mine.id,)) == [(a.device_id, "A's context")]

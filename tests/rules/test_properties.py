@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import rules
 from rules.normalise import Normaliser, normalise
 
-PHRASES = {"r.killme": "kill me", "r.kms": "kms", "r.mekill": "me kill", "r.bab": "bab",
+PHRASES = {"r.killme": "kil me", "r.kms": "kms", "r.mekill": "me kil", "r.bab": "bab",
            "r.suicide": "sui cide", "r.ab": "ab ab", "r.num": "1488", "r.leet": "b1g"}
 RULESET = rules.RuleSet(tuple(
     rules.Rule(id=rid, category="suicide", severity=5, phrases=(p,)) for rid, p in PHRASES.items()

@@ -1,0 +1,238 @@
+"""One simulated agent: its own mTLS connection and ``Connect`` stream, as a laptop has.
+
+It behaves like ``agent.uplink`` on the wire: a heartbeat first and then every
+``heartbeat_seconds`` (random phase, so 10,000 agents do not beat in step), captures in
+batches, a ``RulesAck`` plus a fresh heartbeat for every rule bundle. Messages are written
+pre-serialised. Every ack is matched to the batch it acknowledges, which gives the ack
+latency (send -> ``Ack`` after the collector's commit).
+
+Each agent gets its own TCP/TLS connection: gRPC would otherwise share one subchannel
+between channels with identical arguments, so the channel sets
+``grpc.use_local_subchannel_pool``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from proto import vigil_pb2 as pb
+from proto.identity import KEEPALIVE_OPTIONS
+
+from .identity import Identity
+from .mix import CaptureMix
+
+__all__ = ["BundleCheck", "SimAgent", "Tally"]
+
+_METHOD = "/vigil.v1.Collector/Connect"
+
+
+@dataclass
+class Tally:
+    """Counters shared by every agent of one simulator process."""
+
+    sent: int = 0
+    acked: int = 0
+    rejected: int = 0
+    backoffs: int = 0
+    heartbeats: int = 0
+    bundles: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    record: bool = True
+
+
+class BundleCheck:
+    """Verifies each distinct rule bundle once (Ed25519 + parse, like the agent does), then
+    answers from the cache: a simulator process stands in for thousands of laptops, each with
+    its own CPU, so it must not pay the verification 10,000 times."""
+
+    def __init__(self, public_pem: bytes | None) -> None:
+        self.public_pem = public_pem
+        self._seen: dict[bytes, tuple[bool, str, int]] = {}
+
+    def __call__(self, bundle: bytes, version: int) -> tuple[bool, str, int]:
+        digest = hashlib.sha256(bundle).digest()
+        hit = self._seen.get(digest)
+        if hit is None:
+            if self.public_pem is None:
+                hit = (True, "", version)
+            else:
+                import rules
+
+                try:
+                    _, info = rules.load_bundle(bundle, self.public_pem)
+                    hit = (True, "", info.version)
+                except rules.BundleError as exc:
+                    hit = (False, str(exc)[:200], version)
+            self._seen[digest] = hit
+        return hit
+
+
+class SimAgent:
+    def __init__(self, ident: Identity, stream_addr: str, ca_pem: bytes, tally: Tally,
+                 check: BundleCheck, *, heartbeat_seconds: float = 30.0, seed: int = 0,
+                 rules_version: int = 0) -> None:
+        self.ident, self.stream_addr, self.ca_pem = ident, stream_addr, ca_pem
+        self.tally, self.check = tally, check
+        self.heartbeat_seconds = heartbeat_seconds
+        self.rules_version = rules_version
+        self.mix = CaptureMix(seed, hostname=ident.hostname)
+        self.rng = random.Random(seed)
+        self.configured = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.error: str = ""
+        self.bundle_at: dict[int, float] = {}     # version -> time.time() the bundle arrived
+        self.rules_ack_at: dict[int, float] = {}  # version -> time.time() RulesAck was written
+        # first id -> (perf_counter at first send, n, serialised batch)
+        self._pending: dict[str, tuple[float, int, bytes]] = {}
+        self._acked_event = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._channel: grpc.aio.Channel | None = None
+        self._call: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_rules: Callable[[SimAgent, int], None] | None = None
+
+    # -- connection ------------------------------------------------------------------------
+    async def connect(self, timeout: float = 120.0) -> None:
+        """Open the stream, send the first heartbeat, wait for the collector's AgentConfig."""
+        creds = grpc.ssl_channel_credentials(root_certificates=self.ca_pem,
+                                             private_key=self.ident.key_pem,
+                                             certificate_chain=self.ident.cert_pem)
+        options = [*KEEPALIVE_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+        self._channel = grpc.aio.secure_channel(self.stream_addr, creds, options=options)
+        self._call = self._channel.stream_stream(
+            _METHOD, request_serializer=None,
+            response_deserializer=pb.CollectorMessage.FromString)()
+        self._tasks.append(asyncio.create_task(self._read()))
+        await self.heartbeat()
+        await asyncio.wait_for(self.configured.wait(), timeout)
+        self._tasks.append(asyncio.create_task(self._beat()))
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        if self._call is not None:
+            self._call.cancel()
+        if self._channel is not None:
+            await self._channel.close(grace=None)
+
+    async def write(self, data: bytes) -> None:
+        async with self._lock:
+            await self._call.write(data)
+
+    async def heartbeat(self) -> None:
+        hb = pb.Heartbeat(agent_version="sim-0.1", rules_version=self.rules_version,
+                          os_user="pupil0", hostname=self.ident.hostname, os="linux")
+        await self.write(pb.AgentMessage(heartbeat=hb).SerializeToString())
+        self.tally.heartbeats += 1
+
+    async def _beat(self) -> None:
+        await asyncio.sleep(self.rng.random() * self.heartbeat_seconds)
+        while True:
+            await self.heartbeat()
+            await asyncio.sleep(self.heartbeat_seconds)
+
+    # -- receiving -------------------------------------------------------------------------
+    async def _read(self) -> None:
+        try:
+            async for msg in self._call:
+                kind = msg.WhichOneof("body")
+                if kind == "ack":
+                    self._ack(msg.ack)
+                elif kind == "config":
+                    self.configured.set()
+                elif kind == "rules":
+                    await self._rules(msg.rules)
+                elif kind == "backoff":
+                    # The batch was not stored: resend what is unacknowledged after the pause
+                    # (ids make it idempotent), as the real uplink does.
+                    self.tally.backoffs += 1
+                    self._tasks.append(asyncio.create_task(
+                        self._resend(msg.backoff.retry_after_ms / 1000)))
+        except grpc.aio.AioRpcError as exc:
+            self.error = f"{exc.code().name}: {exc.details()}"
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            self.error = repr(exc)
+        finally:
+            self.closed.set()
+            self._acked_event.set()
+
+    def _ack(self, ack: pb.Ack) -> None:
+        now = time.perf_counter()
+        first = ack.stored_ids[0] if ack.stored_ids else (
+            ack.rejected[0].id if ack.rejected else None)
+        self.tally.acked += len(ack.stored_ids)
+        self.tally.rejected += len(ack.rejected)
+        sent = self._pending.pop(first, None) if first is not None else None
+        if sent is not None and self.tally.record:
+            self.tally.latencies_ms.append((now - sent[0]) * 1000)
+        self._acked_event.set()
+
+    async def _rules(self, bundle: pb.RuleBundle) -> None:
+        self.bundle_at[bundle.version] = time.time()
+        self.tally.bundles += 1
+        applied, error, version = self.check(bundle.bundle, bundle.version)
+        await self.write(pb.AgentMessage(rules_ack=pb.RulesAck(
+            version=version, applied=applied, error=error)).SerializeToString())
+        self.rules_ack_at[version] = time.time()
+        if applied:
+            self.rules_version = max(self.rules_version, version)
+        await self.heartbeat()
+        if self.on_rules is not None:
+            self.on_rules(self, version)
+
+    async def _resend(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        for _, _, data in list(self._pending.values()):
+            await self.write(data)
+
+    # -- sending captures ------------------------------------------------------------------
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    async def send_batch(self, first_id: str, data: bytes, n: int) -> None:
+        self._pending[first_id] = (time.perf_counter(), n, data)
+        await self.write(data)
+        self.tally.sent += n
+
+    async def load(self, rate: float, seconds: float) -> None:
+        """Captures one at a time at ``rate`` per second (Poisson), for ``seconds``."""
+        end = time.monotonic() + seconds
+        while True:
+            await asyncio.sleep(self.rng.expovariate(rate))
+            if time.monotonic() >= end or self.closed.is_set():
+                return
+            first, data = self.mix.batch_bytes(1)
+            await self.send_batch(first, data, 1)
+
+    async def burst(self, batches: list[tuple[str, bytes, int]], window: int) -> None:
+        """Send every batch, at most ``window`` unacknowledged at once (like the agent's
+        ``max_inflight``), and return when all are acknowledged."""
+        for first, data, n in batches:
+            while self.inflight >= window and not self.closed.is_set():
+                self._acked_event.clear()
+                await self._acked_event.wait()
+            await self.send_batch(first, data, n)
+        await self.drain()
+
+    async def drain(self, timeout: float = 300.0) -> None:
+        """Wait until every batch sent has been acknowledged (or the stream closed)."""
+        async def _wait() -> None:
+            while self._pending and not self.closed.is_set():
+                self._acked_event.clear()
+                await self._acked_event.wait()
+        await asyncio.wait_for(_wait(), timeout)

@@ -1,0 +1,87 @@
+"""Ingest: stored captures per second through the real collector, and the raw SQLite ceiling.
+
+A burst: ``streams`` simulated agents each send ``per_stream`` captures in batches of
+``batch`` (at most ``window`` unacknowledged batches per stream, like the agent's
+``max_inflight``). The clock runs from the first send to the last ``Ack``; the collector acks
+only after the SQLite commit, so this is *stored* captures per second, triage included.
+
+The raw ceiling: the same number of rows (same mix) inserted with one plain ``executemany``
+into the same schema, in one transaction, in this process.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from .fleet import Fleet
+from .meter import Meter, summary
+from .mix import CaptureMix
+
+__all__ = ["burst", "raw_executemany", "split"]
+
+_SOURCE = {1: "keys", 2: "window", 3: "media"}
+_INSERT = ("INSERT INTO captures (id, device_id, site_id, os_user, hostname, time_ms, "
+           "last_time_ms, count, source, rule_id, category, severity, match, context, "
+           "window_title, process, match_kind, media, rules_version, received_at) "
+           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` spread as evenly as possible over ``parts``."""
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def burst(fleet: Fleet, collector_pid: int, streams: int, per_stream: int, batch: int,
+          window: int) -> dict[str, Any]:
+    """One timed burst on the first ``streams`` connected agents."""
+    shares = split(streams, len(fleet.conns))
+    fleet.call("burst_prepare", [{"streams": s, "per_stream": per_stream, "batch": batch}
+                                 for s in shares])
+    with Meter(collector_pid) as m:
+        rs = fleet.call("burst_go", window=window)
+    start, end = min(r["start"] for r in rs), max(r["end"] for r in rs)
+    acked = sum(r["acked"] for r in rs)
+    lat = [x for r in rs for x in r["latencies_ms"]]
+    return {"streams": streams, "captures": sum(r["sent"] for r in rs), "acked": acked,
+            "batch": batch, "window": window, "seconds": end - start,
+            "captures_per_s": acked / (end - start), "backoffs": sum(r["backoffs"] for r in rs),
+            "batch_ack_latency": summary(lat), "collector_cpu_percent": m.result["cpu_percent"],
+            "collector_rss_mib": m.result["rss_mib"],
+            "simulator_cpu_s": sum(r["cpu_s"] for r in rs)}
+
+
+def bursts(fleet: Fleet, collector_pid: int, streams: int, per_stream: int, batch: int,
+           window: int, runs: int) -> dict[str, Any]:
+    """``runs`` bursts; the headline is the median."""
+    rs = [burst(fleet, collector_pid, streams, per_stream, batch, window) for _ in range(runs)]
+    return {"streams": streams, "runs": rs,
+            "median_per_s": statistics.median(r["captures_per_s"] for r in rs)}
+
+
+def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
+    """``n`` rows of the same mix, one ``executemany`` in one transaction, fresh store."""
+    from collector.store.sqlite import open_store
+
+    mix = CaptureMix(seed)
+    now = int(time.time() * 1000)
+    rows = []
+    for i in range(n):
+        c = mix.capture(now)
+        rows.append((c.id, f"d-{i % 50}", "default", c.os_user, c.hostname, c.time_unix_ms,
+                     c.last_time_unix_ms, c.count, _SOURCE[c.source], c.rule_id, c.category,
+                     c.severity, c.match, c.context, c.window_title, c.process, "exact", None,
+                     c.rules_version, now))
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-raw-") as d:
+        store = open_store(Path(d) / "raw.db", Path(d))
+        try:
+            t0 = time.perf_counter()
+            with store.db.atomic():
+                store.db.conn.executemany(_INSERT, rows)
+            elapsed = time.perf_counter() - t0
+        finally:
+            store.close()
+    return {"captures": n, "seconds": elapsed, "captures_per_s": n / elapsed}

@@ -1,0 +1,62 @@
+"""A realistic capture mix for simulated agents, pre-serialised so the simulator's CPU goes
+to the wire and not to building protobufs.
+
+Severity: most hits are low (1-2: circumvention, gambling, mild bullying); 5 is rare
+(suicide intent, grooming, illegal imagery). Category follows severity, as in the default
+library.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import uuid6
+
+from proto import vigil_pb2 as pb
+
+__all__ = ["SEVERITY_WEIGHTS", "CaptureMix"]
+
+#: severity -> share of captures
+SEVERITY_WEIGHTS = {1: 0.45, 2: 0.33, 3: 0.15, 4: 0.06, 5: 0.01}
+_CATEGORIES = {
+    1: ("circumvention", "gambling"),
+    2: ("bullying", "pornography", "drugs", "discrimination_hate"),
+    3: ("bullying", "violence_weapons", "eating_disorders", "self_harm"),
+    4: ("self_harm", "radicalisation", "abuse_disclosure", "sexual_exploitation"),
+    5: ("suicide", "grooming", "csam"),
+}
+_SOURCES = (pb.SOURCE_KEYS,) * 7 + (pb.SOURCE_WINDOW,) * 3
+_TITLES = ("Google Docs - Chromium", "YouTube - Chromium", "Minecraft", "Notes",
+           "Instagram - Chromium", "Microsoft Word", "Discord")
+
+
+class CaptureMix:
+    """Makes captures with the mix above. Ids are UUIDv7, as the agent makes them (the
+    collector's idempotency key; time-ordered, so the primary-key index grows at its end)."""
+
+    def __init__(self, seed: int, os_user: str = "pupil", hostname: str = "sim") -> None:
+        self.rng = random.Random(seed)
+        self.os_user, self.hostname = os_user, hostname
+        self._sev = list(SEVERITY_WEIGHTS)
+        self._w = list(SEVERITY_WEIGHTS.values())
+
+    def capture(self, now_ms: int | None = None) -> pb.Capture:
+        rng = self.rng
+        sev = rng.choices(self._sev, self._w)[0]
+        cat = rng.choice(_CATEGORIES[sev])
+        t = now_ms if now_ms is not None else int(time.time() * 1000)
+        word = f"phrase{rng.randrange(40)}"
+        return pb.Capture(
+            id=str(uuid6.uuid7()), os_user=f"{self.os_user}{rng.randrange(3)}",
+            time_unix_ms=t, last_time_unix_ms=t, count=1, source=rng.choice(_SOURCES),
+            rule_id=f"{cat}.r{rng.randrange(12)}", category=cat, severity=sev, match=word,
+            context=f"... something typed before the {word} and a little after it ...",
+            window_title=rng.choice(_TITLES), process="chromium",
+            match_kind=pb.MATCH_KIND_EXACT, rules_version=1, hostname=self.hostname)
+
+    def batch_bytes(self, n: int, now_ms: int | None = None) -> tuple[str, bytes]:
+        """(first capture id, serialised ``AgentMessage`` with ``n`` captures)."""
+        caps = [self.capture(now_ms) for _ in range(n)]
+        msg = pb.AgentMessage(captures=pb.CaptureBatch(captures=caps))
+        return caps[0].id, msg.SerializeToString()
