@@ -1,12 +1,15 @@
 """Run benchmarks and record them in docs/benchmarks.md.
 
-    python -m bench                 # every area
+    python -m bench                 # every area (same as: python -m bench all)
     python -m bench rules agent     # some areas
     python -m bench --quick rules   # reduced sizes (what CI runs, so the harness cannot rot)
 
 Each area is a module ``bench/<area>.py`` with ``main(argv) -> dict`` and
-``markdown(results) -> str``. Results go to ``bench/results/<area>.json``; the markdown
-replaces the area's block in docs/benchmarks.md.
+``markdown(results) -> str``. Results go to ``bench/results/<area>.json`` (with the machine,
+date, command and wall time); the markdown replaces the area's block in docs/benchmarks.md.
+A ``--quick`` run writes ``bench/results/quick/<area>.json`` and never touches the recorded
+numbers or the doc. Options the dispatcher does not know are passed on to every area.
+An area that fails is reported and the others still run; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import os
 import platform
 import re
 import sys
+import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,27 +62,48 @@ def splice(doc: str, area: str, block: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("areas", nargs="*", help=f"areas to run (default: all of {AREAS})")
+    parser.add_argument("areas", nargs="*",
+                        help=f"areas to run (default or 'all': every one of {AREAS})")
     parser.add_argument("--quick", action="store_true", help="reduced sizes, for CI")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--results-dir", type=Path,
+                        help="where to write <area>.json (default bench/results, "
+                             "bench/results/quick with --quick)")
     args, rest = parser.parse_known_args(argv)
-    areas = args.areas or [a for a in AREAS if (Path(__file__).parent / f"{a}.py").exists()]
-    RESULTS.mkdir(exist_ok=True)
+    present = [a for a in AREAS if (Path(__file__).parent / f"{a}.py").exists()]
+    areas = present if not args.areas or args.areas == ["all"] else args.areas
+    unknown = [a for a in areas if a not in AREAS]
+    if unknown:
+        parser.error(f"unknown area(s) {unknown}; choose from {AREAS} or 'all'")
+    out_dir = args.results_dir or (RESULTS / "quick" if args.quick else RESULTS)
+    out_dir.mkdir(parents=True, exist_ok=True)
     doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    failed = []
     for area in areas:
-        mod = importlib.import_module(f"bench.{area}")
         area_argv = [*rest, *(["--quick"] if args.quick else [])]
-        print(f"==> bench {area} {' '.join(area_argv)}", flush=True)
-        results = mod.main(area_argv)
+        command = "python -m bench " + " ".join([area, *area_argv])
+        print(f"==> {command}", flush=True)
+        started = time.monotonic()
+        try:
+            mod = importlib.import_module(f"bench.{area}")
+            results = mod.main(area_argv)
+        except Exception:
+            traceback.print_exc()
+            print(f"==> bench {area} FAILED; its recorded numbers are unchanged", flush=True)
+            failed.append(area)
+            continue
         results["machine"] = machine()
-        results["command"] = "python -m bench " + " ".join([area, *area_argv])
-        (RESULTS / f"{area}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+        results["command"] = command
+        results["wall_seconds"] = round(time.monotonic() - started, 1)
+        (out_dir / f"{area}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
         block = mod.markdown(results)
         print(block)
         if not args.no_doc and not args.quick:
             doc = splice(doc, area, block)
             DOC.write_text(doc)
-    return 0
+    if failed:
+        print(f"==> failed areas: {' '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

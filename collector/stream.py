@@ -27,6 +27,11 @@ __all__ = ["AgentSettings", "CollectorService"]
 log = logging.getLogger(__name__)
 
 
+def _i64(v: int) -> int:
+    """uint64 wire values clamped to what SQLite's INTEGER holds."""
+    return min(int(v), 2**63 - 1)
+
+
 class AgentSettings:
     """What goes into ``AgentConfig`` (besides the age band)."""
 
@@ -106,7 +111,8 @@ class CollectorService(pb_grpc.CollectorServicer):
                 elif kind == "rules_ack":
                     a = msg.rules_ack
                     self.writer.submit_rules_ack(RulesAckRow(
-                        conn.device.id, a.version, a.applied, bound(a.error, 500), self._now()))
+                        conn.device.id, _i64(a.version), a.applied, bound(a.error, 500),
+                        self._now()))
                     if a.applied:
                         conn.rules_version = a.version
         except asyncio.CancelledError:
@@ -133,9 +139,9 @@ class CollectorService(pb_grpc.CollectorServicer):
 
     async def _heartbeat(self, hb: pb.Heartbeat, conn: Connection) -> None:
         self.writer.submit_heartbeat(Heartbeat(
-            conn.device.id, self._now(), bound(hb.agent_version, 64), hb.rules_version,
-            hb.spool_depth, hb.spool_bytes,
-            {bound(k, 64): int(v) for k, v in list(hb.drops.items())[:50]},
+            conn.device.id, self._now(), bound(hb.agent_version, 64), _i64(hb.rules_version),
+            _i64(hb.spool_depth), _i64(hb.spool_bytes),
+            {bound(k, 64): _i64(v) for k, v in list(hb.drops.items())[:50]},
             bound(hb.os_user, 256), bound(hb.hostname, 255), bound(hb.os, 64)))
         conn.rules_version = max(conn.rules_version, hb.rules_version) \
             if conn.rules_version >= 0 else hb.rules_version

@@ -91,7 +91,7 @@ def to_new_capture(
         process=bound(c.process, 255),
         match_kind=_KINDS.get(c.match_kind, "normalised"),
         media=media,
-        rules_version=c.rules_version,
+        rules_version=min(c.rules_version, 2**63 - 1),
         received_at=received_at,
         screenshot=screenshot,
     )

@@ -236,9 +236,10 @@ class Normaliser:
         return ""
 
 
-def normalise(text: str) -> str:
-    """Normalise a whole string (as the matcher sees it), without the boundary spaces."""
-    n = Normaliser()
+def normalise(text: str, collapse: bool = True) -> str:
+    """Normalise a whole string (as the matcher sees it), without the boundary spaces.
+    ``collapse=False`` keeps repeated letters (used to compare repeats, not to match)."""
+    n = Normaliser(collapse)
     out = [n.push(ch) for ch in text]
     out.append(n.end())
     return "".join(out).strip()
@@ -249,10 +250,8 @@ def letter_runs(text: str) -> tuple[tuple[str, int], ...]:
     collapsing: "nigger" is (..., ("g", 2), ...), "Niger" has ("g", 1). The matcher uses this
     to refuse a hit whose text has fewer repeats than the phrase (Niger is not the slur, "wed"
     is not "weed"), while still allowing more ("diiiie", "killll")."""
-    n = Normaliser(collapse=False)
-    flat = "".join([n.push(ch) for ch in text]) + n.end()
     out: list[tuple[str, int]] = []
-    for c in flat.replace(" ", ""):
+    for c in normalise(text, collapse=False).replace(" ", ""):
         if out and out[-1][0] == c:
             out[-1] = (c, 2)
         else:

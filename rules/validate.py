@@ -128,16 +128,17 @@ def rule_from_dict(d: dict[str, Any], file: str = "<bundle>", line: int | None =
                     hint=f"{key[:-1]} {p!r} has fewer than 2 letters after "
                     "normalising: make it longer",
                 )
-            if (core, p.endswith("*")) in seen:
+            key_ = (normalise(p[:-1] if p.endswith("*") else p, collapse=False), p.endswith("*"))
+            if key_ in seen:
                 raise _err(
                     file,
                     line,
                     rid,
                     key=key,
                     hint=f"{key[:-1]} {p!r} duplicates another one after "
-                    "normalising (case, leetspeak, repeated letters): remove it",
+                    "normalising (case, leetspeak, separators): remove it",
                 )
-            seen.add((core, p.endswith("*")))
+            seen.add(key_)
     return Rule(
         id=rid,
         category=cat,

@@ -122,25 +122,43 @@ class Writer:
             await self._commit(loop, batch)
 
     async def _commit(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
-        captures = [c for w in batch.works for c in w.captures]
         self._pending -= batch.n
-        now = int(self.clock() * 1000)
         try:
-            result: IngestResult = await loop.run_in_executor(
-                self._executor, lambda: self.store.ingest(
-                    captures, now, self.policy, batch.heartbeats, batch.acks))
+            await self._write(loop, batch)
         except StoreBusy as exc:
             self.stats["busy"] += 1
-            log.warning("store busy, %d captures not acknowledged: %s", len(captures), exc)
+            log.warning("store busy, %d captures not acknowledged: %s", batch.n, exc)
             for w in batch.works:
                 w.reply(self.backoff("store busy"))
-            return
         except Exception:
             self.stats["errors"] += 1
-            log.exception("writer commit failed; %d captures not acknowledged", len(captures))
-            for w in batch.works:
-                w.reply(self.backoff("store error"))
-            return
+            log.exception("writer commit failed for %d captures; retrying stream by stream",
+                          batch.n)
+            await self._isolate(loop, batch)
+
+    async def _isolate(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
+        """After an unexpected failure, commit each stream's work on its own, so one bad
+        message only delays its own agent (which is told to back off), never the others."""
+        parts = [_Batch(heartbeats=batch.heartbeats, acks=batch.acks)]
+        parts += [_Batch(works=[w], n=len(w.captures)) for w in batch.works]
+        for part in parts:
+            try:
+                await self._write(loop, part)
+            except StoreBusy:
+                for w in part.works:
+                    w.reply(self.backoff("store busy"))
+            except Exception as exc:
+                log.error("writer: %d captures not stored (%s: %s)", part.n,
+                          type(exc).__name__, exc)
+                for w in part.works:
+                    w.reply(self.backoff("store error"))
+
+    async def _write(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
+        captures = [c for w in batch.works for c in w.captures]
+        now = int(self.clock() * 1000)
+        result: IngestResult = await loop.run_in_executor(
+            self._executor, lambda: self.store.ingest(
+                captures, now, self.policy, batch.heartbeats, batch.acks))
         self.stats["batches"] += 1
         self.stats["stored"] += len(result.stored_ids)
         self.stats["redelivered"] += len(result.existing_ids)

@@ -221,3 +221,20 @@ def test_very_long_context_stays_bounded(one_rule: Callable[..., rules.RuleSet])
             assert m.feed(ch) == []
     assert len(m._raw) < 10_000  # memory is bounded even without Enter
     assert [h.match for h in typed(m, "kill myself")] == ["kill myself"]
+
+
+def test_repeats_may_grow_but_not_shrink(one_rule: Callable[..., rules.RuleSet]) -> None:
+    rs = one_rule(["buy weed", "die"])
+    assert matches(rs, "buy weeeeed") == ["buy weeeeed"]
+    assert matches(rs, "buy w33d") == ["buy w33d"]
+    assert matches(rs, "diiiie") == ["diiiie"]
+    assert matches(rs, "buy wed") == []  # "wed" is not "weed" though both collapse to "wed"
+
+
+def test_numbers_stay_numbers(one_rule: Callable[..., rules.RuleSet]) -> None:
+    rs = one_rule(["1488", "bet365", "b1g"])
+    assert matches(rs, "1488") == ["1488"]
+    assert matches(rs, "page 148, room 1448, 14888, 1 4 8 8") == []
+    assert matches(rs, "bet365") == ["bet365"]
+    assert matches(rs, "a big one") == ["big"]  # digits between letters are leetspeak
+    assert matches(rs, "900k followers") == []
