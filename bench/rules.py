@@ -117,6 +117,9 @@ def _measure(name: str, ruleset: rules.RuleSet, text: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     ruleset.compiled()
     compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rules.RuleSet(ruleset.rules).compiled()  # best of two: the box is shared
+    compile_s = min(compile_s, time.perf_counter() - t0)
     tracemalloc.start()
     rules.RuleSet(ruleset.rules).compiled()  # same build again, measured for memory
     mem = tracemalloc.get_traced_memory()[1]
@@ -124,7 +127,7 @@ def _measure(name: str, ruleset: rules.RuleSet, text: str) -> dict[str, Any]:
     matcher = ruleset.matcher()
     _bulk(matcher, text)  # warm the lazily built transitions, like a running agent
     median, p99 = _per_key(ruleset.matcher(), text)
-    bulk, hits = _bulk(ruleset.matcher(), text)
+    bulk, hits = min(_bulk(ruleset.matcher(), text) for _ in range(3))  # best of 3
     m = ruleset.matcher()
     for ch in text[:2000].replace("\n", " "):
         m.feed(ch)
@@ -145,7 +148,8 @@ def _measure(name: str, ruleset: rules.RuleSet, text: str) -> dict[str, Any]:
         "bulk_mchar_s": round(1 / bulk, 2),
         "backspace_us": round(backspace, 3),
         "hits": hits,
-        **_raw_loops(ruleset, keys, text),
+        **min((_raw_loops(ruleset, keys, text) for _ in range(3)),
+              key=lambda d: d["ours_step_us"] + d["pyahocorasick_us"]),
     }
 
 
@@ -186,7 +190,9 @@ def markdown(results: dict[str, Any]) -> str:
     head = "| " + " | ".join(cols) + " |\n|---|" + "---:|" * (len(cols) - 1)
     lines = ["### Rules matcher", "",
              "Per-keystroke cost is one `StreamMatcher.feed()` (normalise + automaton + undo "
-             "snapshot), timer overhead subtracted. Bulk is the mean over 60k typed characters. "
+             "snapshot), timed one key at a time over 20k keys, timer overhead subtracted. "
+             "Bulk is the mean over 60k typed characters (best of 3 passes; compile is best "
+             "of 2: the 2-core box is shared). "
              "*Automaton-only* and *pyahocorasick* walk the same pre-normalised text with no "
              "normalisation or undo (pyahocorasick: `iter('')` + `set(ch)` per key). Memory is "
              "the tracemalloc peak while compiling.", "", head]
@@ -197,4 +203,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r['bulk_us_per_char']} | {r['bulk_mchar_s']} | {r['backspace_us']} | "
             f"{r['ours_step_us']} | {r['pyahocorasick_us']} | {r['pyahocorasick_mib']} |"
         )
+    at20k = [r for r in results["rows"] if r["phrases"] == 20_000]
+    if at20k:
+        med = at20k[0]["key_median_us"]
+        verdict = "met" if med <= 1.0 else "MISSED"
+        lines += ["", f"Target (median ≤ 1 µs per keystroke at 20k phrases): **{verdict}** "
+                  f"({med} µs). The per-key median grows with phrase count mostly through "
+                  "cache misses in the automaton (one Python dict per state: ~330 bytes a "
+                  "state); pyahocorasick's C trie is ~8x smaller but cannot undo a key."]
     return "\n".join(lines)

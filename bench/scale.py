@@ -44,6 +44,13 @@ BENCH_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
+_T0 = time.monotonic()
+
+
+def _say(msg: str) -> None:
+    print(f"scale [{time.monotonic() - _T0:7.1f} s] {msg}", flush=True)
+
+
 def _ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
@@ -110,10 +117,12 @@ def _fleet_and_ingest(a: argparse.Namespace, results: dict[str, Any]) -> None:
             wire_ids, enrol = asyncio.run(enrol_over_wire(
                 c.enrol_addr, c.stream_addr, c.ca_pem, token, n_wire))
             results["enrolment"] = enrol
+            _say(f"enrolled {enrol['enrolled']} agents over the wire ({enrol['per_s']:.0f}/s)")
             t0 = time.perf_counter()
             minted, mint_t = mint(c.data_dir, max(sizes) - len(wire_ids), start=len(wire_ids))
             results["mint"] = {"n": len(minted), "seconds": time.perf_counter() - t0, **mint_t}
             ids = wire_ids + minted
+            _say(f"minted {len(minted)} more identities")
             pub = (c.data_dir / "rules" / "signing-public.pem").read_bytes()
             fleet = Fleet(c.stream_addr, c.ca_pem, pub, workers=a.workers)
             stages: list[dict[str, Any]] = []
@@ -122,7 +131,7 @@ def _fleet_and_ingest(a: argparse.Namespace, results: dict[str, Any]) -> None:
             try:
                 have, version = 0, 1
                 for n in sizes:
-                    print(f"scale: fleet of {n} agents ...", flush=True)
+                    _say(f"fleet of {n} agents ...")
                     st = stage(c, fleet, ids[have:n], lib, idle_s=a.idle_seconds,
                                load_s=a.load_seconds, rate=a.rate,
                                fanout_runs=a.fanout_runs if do_fleet else 0,
@@ -138,9 +147,11 @@ def _fleet_and_ingest(a: argparse.Namespace, results: dict[str, Any]) -> None:
                                                     raw_executemany)
             finally:
                 fleet.close()
+                _say("simulators closed")
             results["collector_log_tail"] = c.log()[-1500:]
         finally:
             c.stop()
+            _say("collector stopped")
     if not do_fleet:
         results.pop("fleet", None)
 
@@ -149,14 +160,14 @@ def _ingest(a: argparse.Namespace, fleet: Any, pid: int, bursts: Any,
             raw_executemany: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"by_streams": []}
     for streams, per_stream, batch in a.ingest_shapes:
-        print(f"scale: ingest burst, {streams} streams ...", flush=True)
+        _say(f"ingest burst, {streams} streams ...")
         r = bursts(fleet, pid, streams, per_stream, batch, 10, a.ingest_runs)
         raws = [raw_executemany(streams * per_stream, seed=i) for i in range(a.ingest_runs)]
         r["raw"] = raws
         r["raw_median_per_s"] = sorted(x["captures_per_s"] for x in raws)[len(raws) // 2]
         r["ratio"] = r["median_per_s"] / r["raw_median_per_s"]
         out["by_streams"].append(r)
-        print(f"scale: {streams} streams: {r['median_per_s']:,.0f}/s, raw "
+        _say(f"{streams} streams: {r['median_per_s']:,.0f}/s, raw "
               f"{r['raw_median_per_s']:,.0f}/s", flush=True)
     return out
 
@@ -168,7 +179,7 @@ def _growth(a: argparse.Namespace, results: dict[str, Any]) -> None:
 
     pts = []
     for size in a.growth_sizes:
-        print(f"scale: growth, {size:,} captures stored ...", flush=True)
+        _say(f"growth, {size:,} captures stored ...")
         streams, per_stream = (10, 100) if a.quick else (50, 1000)
         pts.append(growth_point(size, streams=streams, per_stream=per_stream, batch=100,
                                 window=10, runs=1 if a.quick else 2,
@@ -212,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         from .sim.endtoend import measure_end_to_end
 
-        print("scale: end to end ...", flush=True)
+        _say("end to end ...")
         results["e2e"] = (measure_end_to_end(a.e2e_samples) if have_x_tools()
                           else {"missing": "needs Xvfb, openbox, xterm, xdotool"})
     if "fleet" in a.parts or "ingest" in a.parts:

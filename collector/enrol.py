@@ -67,6 +67,8 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
     async def Enroll(
         self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
     ) -> pb.EnrollResponse:
+        if not isinstance(request, pb.EnrollRequest):  # a Malformed stand-in
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
         wait = self.bucket.take(peer_host(context.peer()))
         if wait > 0:
             context.set_trailing_metadata((("retry-after-ms", str(int(wait * 1000) + 1)),))

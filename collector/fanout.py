@@ -33,6 +33,7 @@ class Connection:
     rules_version: int = -1          # from the latest heartbeat; -1 = none yet
     sent_rules_version: int = 0      # last bundle pushed on this stream
     configured_for: str | None = None  # os_user the last AgentConfig was computed for
+    error: str = ""                  # set when the agent sent something unparseable
 
     def send(self, msg: pb.CollectorMessage) -> None:
         self.out.put_nowait(msg)

@@ -25,11 +25,11 @@ from collector.fanout import Hub
 from collector.rules_admin import public_key_path
 from collector.store.ingest import Writer
 from collector.store.sqlite import SqliteStore, open_store
-from collector.stream import AgentSettings, CollectorService
+from collector.stream import AgentSettings, CollectorService, lenient
 from collector.tls import Pki
 from collector.triage import TriagePolicy
 from collector.validate import Limits
-from proto import vigil_pb2_grpc as pb_grpc
+from proto import vigil_pb2 as pb
 from proto.identity import KEEPALIVE_OPTIONS
 
 __all__ = ["CollectorServer", "ServerError"]
@@ -111,12 +111,20 @@ class CollectorServer:
             AgentSettings(i.heartbeat_seconds, i.context_chars, i.screenshot_min_severity,
                           i.excluded_windows, i.excluded_processes), self.clock,
             max_connections=cfg.server.max_connections, retry_after_ms=i.backoff_ms)
-        pb_grpc.add_CollectorServicer_to_server(self.collector_service, stream_srv)
+        stream_srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "vigil.v1.Collector", {"Connect": grpc.stream_stream_rpc_method_handler(
+                self.collector_service.Connect, request_deserializer=lenient(pb.AgentMessage),
+                response_serializer=pb.CollectorMessage.SerializeToString)}),))
         enrol_srv = grpc.aio.server(options=_grpc_options())
-        pb_grpc.add_EnrollmentServicer_to_server(EnrollmentService(
+        enrol_service = EnrollmentService(
             self.store, self.run, pki, public_key_path(cfg.data_dir),
-            TokenBucket(cfg.enrolment.rate_per_second, cfg.enrolment.burst), self.clock),
-            enrol_srv)
+            TokenBucket(cfg.enrolment.rate_per_second, cfg.enrolment.burst), self.clock)
+        # Registered by hand (not add_*Servicer_to_server) so that a request that does not
+        # parse reaches the servicer as `Malformed` and gets INVALID_ARGUMENT, not UNKNOWN.
+        enrol_srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "vigil.v1.Enrollment", {"Enroll": grpc.unary_unary_rpc_method_handler(
+                enrol_service.Enroll, request_deserializer=lenient(pb.EnrollRequest),
+                response_serializer=pb.EnrollResponse.SerializeToString)}),))
         self.health = HealthServicer()
         for srv in (stream_srv, enrol_srv):
             health_pb2_grpc.add_HealthServicer_to_server(self.health, srv)

@@ -22,9 +22,30 @@ from collector.validate import Limits, bound, to_new_capture
 from proto import vigil_pb2 as pb
 from proto import vigil_pb2_grpc as pb_grpc
 
-__all__ = ["AgentSettings", "CollectorService"]
+__all__ = ["AgentSettings", "CollectorService", "Malformed", "lenient"]
 
 log = logging.getLogger(__name__)
+
+
+class Malformed:
+    """Stands in for a request that did not parse, so the servicer can answer
+    ``INVALID_ARGUMENT`` (gRPC itself would answer ``UNKNOWN``)."""
+
+    def __init__(self, type_name: str, size: int, error: str) -> None:
+        self.type_name, self.size, self.error = type_name, size, error
+
+    def __str__(self) -> str:
+        return f"{self.type_name} of {self.size} bytes does not parse ({self.error})"
+
+
+def lenient(cls: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that returns :class:`Malformed` instead of raising."""
+    def parse(data: bytes) -> Any:
+        try:
+            return cls.FromString(data)
+        except Exception as exc:
+            return Malformed(cls.DESCRIPTOR.full_name, len(data), str(exc)[:200])
+    return parse
 
 
 def _i64(v: int) -> int:
@@ -99,10 +120,16 @@ class CollectorService(pb_grpc.CollectorServicer):
         finally:
             reader.cancel()
             self.hub.unregister(conn)
+        if conn.error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, conn.error)
 
     async def _read(self, requests: AsyncIterator[pb.AgentMessage], conn: Connection) -> None:
         try:
             async for msg in requests:
+                if isinstance(msg, Malformed):
+                    log.info("device %s sent a malformed message: %s", conn.device.id, msg)
+                    conn.error = f"{msg}; the stream is closed"
+                    break
                 kind = msg.WhichOneof("body")
                 if kind == "captures":
                     self._captures(msg.captures, conn)

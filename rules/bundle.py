@@ -110,7 +110,13 @@ def load_bundle(
     except InvalidSignature:
         raise BundleError("bad signature: the bundle was not signed by the trusted rule key "
                           "or was altered after signing; refusing it") from None
-    body: dict[str, Any] = json.loads(payload)
+    try:
+        body: Any = json.loads(payload)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
+        raise BundleError("signed payload holds no rule list: recompile the bundle with "
+                          "`vigil-rules compile`")
     version, claimed = body.get("version"), body.get("content_hash")
     try:
         rules = tuple(rule_from_dict(d, f"<bundle v{version}>") for d in body["rules"])

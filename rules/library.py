@@ -35,8 +35,8 @@ from .validate import DEFAULT_KEYS, rule_from_dict
 __all__ = ["load_library"]
 
 
-def _rule_lines(text: str) -> list[int]:
-    return [n for n, ln in enumerate(text.splitlines(), 1) if re.match(r"\s*\[\[\s*rule\s*]]", ln)]
+def _header_lines(text: str, pattern: str) -> list[int]:
+    return [n for n, ln in enumerate(text.splitlines(), 1) if re.match(pattern, ln)]
 
 
 def _key_line(text: str, start: int | None, key: str | None) -> int | None:
@@ -75,7 +75,7 @@ def _load_file(path: Path) -> list[Rule]:
             "category, [defaults] and [[rule]] tables",
         )
     cat = doc.get("category")
-    if cat not in CATEGORIES:
+    if not isinstance(cat, str) or cat not in CATEGORIES:
         raise RuleError(
             name,
             1,
@@ -83,17 +83,21 @@ def _load_file(path: Path) -> list[Rule]:
             f"category = {cat!r} is missing or unknown: use one of {', '.join(CATEGORIES)}",
         )
     defaults = doc.get("defaults", {})
+    found = _header_lines(text, r"\s*\[\s*defaults\s*]")
+    at_defaults = found[0] if found else None
     if not isinstance(defaults, dict) or set(defaults) - DEFAULT_KEYS:
         raise RuleError(
-            name, None, None, f"[defaults] may only set {', '.join(sorted(DEFAULT_KEYS))}"
+            name, at_defaults, None, f"[defaults] may only set {', '.join(sorted(DEFAULT_KEYS))}"
         )
     rules_raw = doc.get("rule", [])
     if not isinstance(rules_raw, list) or not rules_raw:
         raise RuleError(name, None, None, "no [[rule]] tables: add at least one rule")
-    lines = _rule_lines(text)
+    lines = _header_lines(text, r"\s*\[\[\s*rule\s*]]")
     out = []
     for n, raw in enumerate(rules_raw):
         line = lines[n] if n < len(lines) else None
+        if not isinstance(raw, dict):
+            raise RuleError(name, line, None, "each rule must be a [[rule]] table of keys")
         if raw.get("category", cat) != cat:
             raise RuleError(
                 name,
@@ -106,7 +110,11 @@ def _load_file(path: Path) -> list[Rule]:
             out.append(rule_from_dict({**defaults, "category": cat, **raw}, name, line))
         except RuleError as e:
             key = getattr(e, "key", None)
-            raise RuleError(name, _key_line(text, line, key), e.rule_id, e.hint) from None
+            # a bad value inherited from [defaults] is reported where it is written
+            inherited = key in defaults and key not in raw
+            where = at_defaults if inherited else line
+            hint = e.hint + (" (set in [defaults])" if inherited else "")
+            raise RuleError(name, _key_line(text, where, key), e.rule_id, hint) from None
     return out
 
 

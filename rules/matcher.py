@@ -17,12 +17,12 @@ and the agent resets on Enter, focus change and idle anyway.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from .confirm import enough_repeats, match_kind
 from .model import Hit
 from .normalise import _CACHE as _FOLDED
-from .normalise import _SPACE, _WORD, Normaliser, fold, letter_runs
+from .normalise import _SPACE, _WORD, Normaliser, fold
 
 if TYPE_CHECKING:
     from .ruleset import _Index
@@ -209,7 +209,7 @@ class StreamMatcher:
                     continue
                 if any(r == ri and s <= end and start <= e for r, s, e in self._spans):
                     continue  # the same rule already hit overlapping text in this context
-                if not _enough_repeats("".join(raw[start : end + 1]), phrase):
+                if not enough_repeats("".join(raw[start : end + 1]), phrase):
                     continue  # "Niger" is not "nigger", "wed" is not "weed"
                 self._spans.append((ri, start, end))
                 match = "".join(raw[start : end + 1])
@@ -240,25 +240,5 @@ class StreamMatcher:
             context = (before + match + after)[:n]
         else:
             context = match[:n]
-        rule = self._ix.rules[ri]
-        kind = "exact" if _plain(match) == _plain(phrase.rstrip("*")) else "normalised"
-        if kind == "normalised" and phrase.endswith("*"):
-            kind = "exact" if _plain(match).startswith(_plain(phrase[:-1])) else kind
-        return Hit(rule=rule, match=match, context=context, match_kind=kind)
-
-
-@lru_cache(maxsize=4096)
-def _phrase_runs(phrase: str) -> tuple[tuple[str, int], ...]:
-    return letter_runs(phrase[:-1] if phrase.endswith("*") else phrase)
-
-
-def _enough_repeats(match: str, phrase: str) -> bool:
-    """The typed text repeats each letter at least as often as the phrase (up to twice)."""
-    got, want = letter_runs(match), _phrase_runs(phrase)
-    if [c for c, _ in got] != [c for c, _ in want]:
-        return True  # cannot line them up (unusual spacing): trust the automaton
-    return all(g >= w for (_, g), (_, w) in zip(got, want, strict=True))
-
-
-def _plain(text: str) -> str:
-    return " ".join(text.casefold().split())
+        return Hit(rule=self._ix.rules[ri], match=match, context=context,
+                   match_kind=match_kind(match, phrase))

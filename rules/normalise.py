@@ -1,23 +1,26 @@
 """The text normaliser: what the matcher actually compares.
 
-Raw text is folded one character at a time (NFKC, casefold, accents dropped, leetspeak and
-common look-alike letters mapped, apostrophes and invisible characters elided, anything else
-becomes a separator) and then run through a tiny state machine that
+Raw text is folded one character at a time (NFKC, casefold, accents dropped, look-alike
+letters and ``$ @ €`` mapped, apostrophes and invisible characters elided, anything else a
+separator) and then run through a small state machine that
 
 * collapses runs of separators into one space (``"kill   me"`` -> ``"kil me"``),
 * collapses repeated letters (``"diiiie"`` -> ``"die"``, ``"kill"`` -> ``"kil"``),
+* reads digits between letters as leetspeak (``"k1ll"``, ``"w33d"``) but keeps other digits
+  as digits (``"1488"``, ``"bet365"``, ``"900k"``),
 * joins runs of single-character tokens (``"k i l l"``, ``"s.u.i.c.i.d.e"`` -> one word).
 
 Phrases go through exactly the same machine, so "the same" means the same on both sides.
 The machine is streaming and its state is a small tuple, so the matcher can snapshot it per
-keystroke and undo a backspace.
+keystroke and undo a backspace. ``normalise(text, collapse=False)`` keeps the repeats that
+matching ignores, so a candidate hit can be checked against them (rules/confirm.py).
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["Normaliser", "fold", "letter_runs", "normalise"]
+__all__ = ["Normaliser", "fold", "normalise"]
 
 # Leetspeak and look-alike letters (Cyrillic/Greek homoglyphs, written as escapes so the
 # source stays readable). Applied after casefold.
@@ -243,17 +246,3 @@ def normalise(text: str, collapse: bool = True) -> str:
     out = [n.push(ch) for ch in text]
     out.append(n.end())
     return "".join(out).strip()
-
-
-def letter_runs(text: str) -> tuple[tuple[str, int], ...]:
-    """Normalised letters of ``text`` with how often each repeats (capped at 2), without
-    collapsing: "nigger" is (..., ("g", 2), ...), "Niger" has ("g", 1). The matcher uses this
-    to refuse a hit whose text has fewer repeats than the phrase (Niger is not the slur, "wed"
-    is not "weed"), while still allowing more ("diiiie", "killll")."""
-    out: list[tuple[str, int]] = []
-    for c in normalise(text, collapse=False).replace(" ", ""):
-        if out and out[-1][0] == c:
-            out[-1] = (c, 2)
-        else:
-            out.append((c, 1))
-    return tuple(out)

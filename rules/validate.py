@@ -59,7 +59,7 @@ def rule_from_dict(d: dict[str, Any], file: str = "<bundle>", line: int | None =
             '(e.g. id = "self_harm.cutting")',
         )
     cat = d.get("category")
-    if cat not in CATEGORIES:
+    if not isinstance(cat, str) or cat not in CATEGORIES:
         raise _err(
             file,
             line,

@@ -144,3 +144,31 @@ def test_parse_mountinfo_escapes_and_fields() -> None:
 def test_mount_rules_come_from_the_rule_set(library: Path) -> None:
     assert [r.id for r in rules.load_library(library).mount_rules()] == [
         "circumvention.any_usb"]
+
+
+@pytest.mark.skipif(not (shutil.which("fusefat") and shutil.which("mkfs.vfat")),
+                    reason="needs fusefat and dosfstools")
+def test_vfat_image_through_fusefat(tmp_path: Path, library: Path, media_root: Path) -> None:
+    img = tmp_path / "card.img"
+    with open(img, "wb") as fh:
+        fh.truncate(8 * 1024 * 1024)
+    subprocess.run(["mkfs.vfat", "-n", "SDCARD", str(img)], check=True, timeout=60,
+                   capture_output=True)
+    run = Running(tmp_path, library, (str(media_root),))
+    try:
+        mp = media_root / "SDCARD"
+        mp.mkdir()
+        r = subprocess.run(["fusefat", "-o", "rw+", str(img), str(mp)], capture_output=True,
+                           timeout=60)
+        if r.returncode != 0:
+            pytest.skip(f"FUSE unavailable here: {r.stderr.decode().strip()}")
+        [mounted] = wait_for(lambda: run.caps("mounted"), what="the vfat mount capture")
+        assert mounted.media.fstype.startswith("fuse") and mounted.media.label == "SDCARD"
+        (mp / "exam answers.txt").write_text("answers")
+        wait_for(lambda: any(c.rule_id == "circumvention.exam_file"
+                             for c in run.caps("file_written")), what="the file-name hit")
+        umount(mp)
+        [unmounted] = wait_for(lambda: run.caps("unmounted"), what="the unmount capture")
+        assert unmounted.media.files_written == 1
+    finally:
+        run.close()

@@ -84,6 +84,20 @@ def test_typed_phrase_survives_outage_and_restart_exactly_once(x: XDesktop,
         wait_for(lambda: not spool_captures(data), what="the spool to empty")
         rows = c.query("SELECT id FROM captures WHERE rule_id = 'test.self_harm'")
         assert sorted(r[0] for r in rows) == sorted([first[0][0], waiting.id])
+
+        # a technician publishes new rules: the connected agent applies them within seconds
+        new_rules = tmp_path / "rules_v2"
+        new_rules.mkdir()
+        (new_rules / "drugs.toml").write_text(
+            'category = "drugs"\n[[rule]]\nid = "test.new_rule"\nseverity = 3\n'
+            'phrases = ["freshly published phrase"]\nsources = ["keys"]\n')
+        c.cli("rules", "publish", str(new_rules))
+        wait_for(lambda: rules_version(data) == 2, timeout=30, what="rules version 2")
+        x.type_text("echo a freshly published phrase")
+        x.key("Return")
+        wait_for(lambda: c.query("SELECT rules_version FROM captures "
+                                 "WHERE rule_id = 'test.new_rule'") == [(2,)], timeout=30,
+                 what="a capture under the new rules")
     finally:
         if agent is not None:
             agent.stop()

@@ -47,3 +47,31 @@ def test_screenshot_is_a_png_of_the_display(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setenv("DISPLAY", x.display)
         png = grab_screenshot()
         assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_each_switch_reported_once_under_openbox() -> None:
+    with XDesktop() as x:
+        a = x.open_xterm("Switch A")
+        b = x.open_xterm("Switch B")
+        got: list[WindowInfo] = []
+        stop = StopSignal()
+        t = threading.Thread(target=X11WindowSource(x.display).run, args=(got.append, stop),
+                             daemon=True)
+        t.start()
+        try:
+            wait_for(lambda: got, what="the first report")
+            start = len(got)
+            for i in range(4):
+                x.activate(a if i % 2 == 0 else b)
+                want = "Switch A" if i % 2 == 0 else "Switch B"
+                wait_for(lambda w=want: got[-1].title == w, what=want)
+            x.set_title(a, "Switch A renamed")  # an inactive window's title: not reported
+            x.activate(b)  # already active: nothing new
+            x.set_title(b, "Switch B renamed")
+            wait_for(lambda: got[-1].title == "Switch B renamed", what="the rename")
+            assert [w.title for w in got[start:]] == [
+                "Switch A", "Switch B", "Switch A", "Switch B", "Switch B renamed"]
+        finally:
+            stop.set()
+            t.join(timeout=10)
+            stop.close()

@@ -274,3 +274,21 @@ async def test_capture_id_of_another_device_is_rejected_not_acked(
         assert reason == "id_conflict" and clash.id not in s.acked
     assert collector.query("SELECT device_id, context FROM captures WHERE id = ?",
                            (mine.id,)) == [(a.device_id, "A's context")]
+
+
+async def test_unparseable_messages_get_invalid_argument(collector: RunningCollector) -> None:
+    a = await enrolled(collector)
+    async with a.channel() as ch:
+        call = ch.stream_stream("/vigil.v1.Collector/Connect")()  # raw bytes, no serializer
+        await call.write(b"\xff\xff\xff\xff")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in call:
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "does not parse" in (err.value.details() or "")
+    creds = grpc.ssl_channel_credentials(root_certificates=collector.ca_pem)
+    async with grpc.aio.secure_channel(collector.enrol_addr, creds) as ch:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await ch.unary_unary("/vigil.v1.Enrollment/Enroll")(b"\x0a\xff\xff\xff\xff\x0f",
+                                                                 timeout=20)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

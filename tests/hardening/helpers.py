@@ -52,3 +52,94 @@ async def poll(cond: Callable[[], T], timeout: float = 30.0, what: str = "condit
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class Proxy:
+    """A loopback TCP proxy in its own thread, in front of a real server.
+
+    ``mode``: "forward" (pass bytes both ways), "refuse" (new connections are closed at once:
+    a network drop), "blackhole" (connections stay open but nothing is forwarded any more:
+    a half-open connection, as when a NAT or Wi-Fi access point silently loses state).
+    Every byte from the client is kept in ``upstream_bytes`` (for privacy checks).
+    """
+
+    def __init__(self, target: str) -> None:
+        import threading
+
+        self.target = target
+        self.mode = "forward"
+        self.upstream_bytes = bytearray()
+        self.accepted = 0
+        self.blackholed_upto = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self.port = 0
+        self._thread = threading.Thread(target=self._run, daemon=True, name="test-proxy")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+
+    def start(self) -> Proxy:
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        def _close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for w in list(self._writers):
+                w.transport.abort()
+            self._loop.stop()
+        self._loop.call_soon_threadsafe(_close)
+        self._thread.join(10)
+
+    def blackhole_existing(self) -> None:
+        """Every connection open now goes silent (half-open); new ones are forwarded."""
+        self.blackholed_upto = self.accepted
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        idx = self.accepted
+        if self.mode == "refuse":
+            writer.transport.abort()
+            return
+        host, _, port = self.target.rpartition(":")
+        try:
+            up_r, up_w = await asyncio.open_connection(host, int(port))
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, up_w))
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                       record: bool) -> None:
+            try:
+                while True:
+                    data = await src.read(65536)
+                    if not data:
+                        break
+                    if self.mode == "blackhole" or idx <= self.blackholed_upto:
+                        continue  # swallow: the peer never hears of it, nothing is closed
+                    if record:
+                        self.upstream_bytes.extend(data)
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                if self.mode != "blackhole" and idx > self.blackholed_upto:
+                    dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_w, True), pipe(up_r, writer, False))

@@ -95,3 +95,12 @@ def test_csam_screenshot_stays_off_through_a_bundle(keys: tuple[bytes, bytes]) -
     loaded, _ = rules.load_bundle(rules.compile_bundle(rules.RuleSet((rule,)), keys[0], 1),
                                   keys[1])
     assert loaded.rules[0].screenshot is False
+
+
+def test_signed_payload_without_rules_is_refused(keys: tuple[bytes, bytes]) -> None:
+    key = serialization.load_pem_private_key(keys[0], password=None)
+    for payload in ("[]", "not json", '{"version": 1}'):
+        env = {"format": "vigil-rules-bundle/1", "payload": payload,
+               "signature": base64.b64encode(key.sign(payload.encode())).decode()}  # type: ignore[union-attr,call-arg]
+        with pytest.raises(rules.BundleError, match="no rule list"):
+            rules.load_bundle(json.dumps(env).encode(), keys[1])

@@ -140,3 +140,37 @@ def test_content_hash_is_canonical(library: rules.RuleSet) -> None:
     assert shuffled.content_hash == library.content_hash
     changed = rules.RuleSet(library.rules[1:])
     assert changed.content_hash != library.content_hash
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ('category = "drugs"\nrule = [1, 2]\n', "[[rule]] table"),
+        ('category = "drugs"\nrule = "x"\n', "no [[rule]] tables"),
+        ('category = ["drugs"]\n[[rule]]\nid = "d.a"\n', "missing or unknown"),
+        ('category = "drugs"\ndefaults = 3\n', "[defaults] may only set"),
+        ('category = "drugs"\nextra = 1\n', "unknown top-level key"),
+        ('category = "drugs"\n[[rule]]\nid = "d.a"\nseverity = 2.0\nphrases = ["ab"]\n',
+         "whole number"),
+        ('category = "drugs"\n[[rule]]\nid = "d.a"\nseverity = 2\nphrases = ["*"]\n',
+         "fewer than 2 letters"),
+    ],
+)
+def test_malformed_files_get_a_rule_error_not_a_crash(
+    make_library: Callable[..., Path], text: str, hint: str
+) -> None:
+    err = _error(make_library(drugs=text))
+    assert err.file.endswith("drugs.toml") and hint in err.hint
+
+
+def test_undecodable_file(tmp_path: Path) -> None:
+    (tmp_path / "drugs.toml").write_bytes(b'category = "drugs"\n\xff\xfe')
+    err = _error(tmp_path)
+    assert "UTF-8" in err.hint and err.file.endswith("drugs.toml")
+
+
+def test_bad_default_is_reported_where_it_is_written(make_library: Callable[..., Path]) -> None:
+    text = ('category = "drugs"\n\n[defaults]\nsources = ["keys"]\nseverity = 11\n\n'
+            '[[rule]]\nid = "d.a"\nphrases = ["buy weed"]\n')
+    err = _error(make_library(drugs=text))
+    assert (err.line, err.rule_id) == (5, "d.a") and "[defaults]" in err.hint

@@ -123,3 +123,35 @@ def test_normaliser_examples() -> None:
     assert normalise("Ŵyf") == "wyf"
     assert normalise("i am a kid") == "i am a kid"
     assert normalise("") == ""
+
+
+LIBRARY = rules.load_library(rules.DEFAULT_LIBRARY)
+ops = st.lists(
+    st.one_of(st.text(min_size=1, max_size=1), st.sampled_from(["\b", "\b", "\n"]),
+              st.sampled_from(list("kms kys k1ll myself 1488 $uicide die ")), ),
+    max_size=80,
+)
+
+
+@SETTINGS
+@given(ops, st.integers(min_value=1, max_value=200))
+def test_any_keystrokes_never_crash_and_contexts_stay_bounded(
+    keys: list[str], context_chars: int
+) -> None:
+    m = LIBRARY.matcher(context_chars=context_chars)
+    hits: list[rules.Hit] = []
+    buf, states = "", [""]  # every state of the text on screen, for checking matches
+    for k in keys:
+        if k == "\b":
+            m.backspace()
+            buf = buf[:-1]
+        else:
+            hits += m.feed(k)
+            buf = "" if k in "\r\n" else buf + k
+        states.append(buf)
+    hits += m.reset()
+    screens = "\x00".join(states)
+    for h in hits:
+        assert h.match and len(h.context) <= context_chars
+        assert h.match_kind in ("exact", "normalised")
+        assert h.match in screens and "\n" not in h.match
