@@ -18,7 +18,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -91,6 +91,9 @@ class Uplink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused_until = 0.0
         self._inflight: set[str] = set()
+        self._retry_after = 0.0
+        #: (status code name, delay before the next attempt), most recent last.
+        self.retries: list[tuple[str, float]] = []
 
     def notify(self) -> None:
         """Thread-safe: new captures are in the spool."""
@@ -109,15 +112,24 @@ class Uplink:
             try:
                 got_reply = await self._session(stop)
                 if got_reply:
-                    attempt = 0
+                    attempt, self._retry_after = 0, 0.0
                 self.last_error = "stream closed by collector"
             except grpc.aio.AioRpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
                 delay = retry_after_seconds(exc.trailing_metadata())
+                if delay is not None:
+                    self._retry_after = delay
+                elif exc.code() == grpc.StatusCode.INTERNAL and self._retry_after:
+                    # A local write raced the collector's refusal and gRPC replaced its
+                    # status (and retry-after-ms) with INTERNAL: keep honouring the last one.
+                    delay = self._retry_after
                 log.warning("collector stream ended: %s", self.last_error)
-            except (OSError, grpc.RpcError) as exc:
-                self.last_error = str(exc)
-                log.warning("collector stream failed: %s", exc)
+            except (OSError, grpc.RpcError, asyncio.InvalidStateError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("collector stream failed: %s", self.last_error)
+            except Exception as exc:  # the uplink must outlive any single stream
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("collector stream failed unexpectedly")
             finally:
                 self.connected = False
                 self._inflight.clear()
@@ -126,6 +138,8 @@ class Uplink:
                 break
             if delay is None:
                 delay = backoff_delay(attempt, self.backoff_initial, self.backoff_max, self.rng)
+            self.retries.append((self.last_error.split(":", 1)[0], delay))
+            del self.retries[:-50]
             attempt += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
@@ -133,20 +147,26 @@ class Uplink:
     async def _session(self, stop: asyncio.Event) -> bool:
         self.sessions += 1
         channel = self.channel_factory()
+        # Messages go through a queue that gRPC drains itself (a request iterator): a write
+        # that races the collector's abort then cannot replace the collector's real status
+        # (and its retry-after-ms trailer) with a local INTERNAL error.
+        outbox: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[pb.AgentMessage]:
+            while (msg := await outbox.get()) is not None:
+                yield msg
+
+        async def write(msg: pb.AgentMessage) -> None:
+            await outbox.put(msg)
+
         try:
-            call = pb_grpc.CollectorStub(channel).Connect()
-            lock = asyncio.Lock()
+            call = pb_grpc.CollectorStub(channel).Connect(requests())
             replied = asyncio.Event()
-
-            async def write(msg: pb.AgentMessage) -> None:
-                async with lock:
-                    await call.write(msg)
-
             self.spool.unmark_sent()
             self._inflight.clear()
             await write(pb.AgentMessage(heartbeat=self.heartbeat()))
             tasks = {asyncio.create_task(self._receive(call, write, replied)),
-                     asyncio.create_task(self._send(write)),
+                     asyncio.create_task(self._send(write, replied)),
                      asyncio.create_task(stop.wait())}
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in pending:
@@ -155,6 +175,7 @@ class Uplink:
                 with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
                     await t
             if stop.is_set():
+                await outbox.put(None)
                 call.cancel()
             for t in done:
                 t.result()  # re-raise a stream error
@@ -188,8 +209,13 @@ class Uplink:
                 log.info("collector asked to pause %d ms (%s)", msg.backoff.retry_after_ms,
                          msg.backoff.reason)
 
-    async def _send(self, write: Callable[[pb.AgentMessage], Awaitable[None]]) -> None:
+    async def _send(self, write: Callable[[pb.AgentMessage], Awaitable[None]],
+                    replied: asyncio.Event) -> None:
         assert self._wake is not None
+        # Let the collector answer the first heartbeat (config, rules, or a refusal) before
+        # captures go out; an old collector that says nothing gets them after a second.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(replied.wait(), timeout=1.0)
         next_hb = self.clock() + self.heartbeat_seconds
         while True:
             self._wake.clear()

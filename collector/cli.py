@@ -39,6 +39,13 @@ def parse_duration(text: str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2)]
 
 
+def _s(text: str) -> str:
+    """Terminal-safe: control characters from stored data are shown escaped."""
+    from collector.validate import safe_text
+
+    return safe_text(text)
+
+
 def _actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -173,7 +180,8 @@ def cmd_token(args: argparse.Namespace) -> int:
             for t in store.list_tokens():
                 state = ("revoked" if t.revoked_at else "expired" if t.expires_at <= now
                          else "used up" if t.uses >= t.max_uses else "active")
-                print(f"{t.id}\t{t.site_id}\t{t.group_name}\t{t.uses}/{t.max_uses}\t{state}")
+                print(f"{t.id}\t{_s(t.site_id)}\t{_s(t.group_name)}\t{t.uses}/{t.max_uses}"
+                      f"\t{state}")
     finally:
         store.close()
     return 0
@@ -198,7 +206,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
                 mark = "*" if v.active else " "
                 when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created_at / 1000))
                 print(f"{mark} v{v.version}\t{v.content_hash[:12]}\t{when}Z\t"
-                      f"{v.published_by}\t{v.note}")
+                      f"{_s(v.published_by)}\t{_s(v.note)}")
     finally:
         store.close()
     return 0
@@ -223,8 +231,9 @@ def cmd_devices(args: argparse.Namespace) -> int:
         for d in devices:
             seen = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(d.last_seen_at / 1000)) + "Z"
                     if d.last_seen_at else "never")
-            drops = ",".join(f"{k}={v}" for k, v in sorted(d.drops.items())) or "0"
-            print(f"{d.id}\t{d.site_id}\t{d.group_name}\t{d.hostname}\t{d.agent_version or '-'}"
+            drops = ",".join(f"{_s(k)}={v}" for k, v in sorted(d.drops.items())) or "0"
+            print(f"{d.id}\t{_s(d.site_id)}\t{_s(d.group_name)}\t{_s(d.hostname)}\t"
+                  f"{_s(d.agent_version) or '-'}"
                   f"\tv{d.rules_version}\t{d.spool_depth}\t{drops}\t{seen}"
                   + ("\tREVOKED" if d.revoked_at else ""))
     finally:
@@ -403,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args) or 0)
     except handled as exc:
-        print(f"vigil-collector: error: {exc}", file=sys.stderr)
+        text = "\n".join(_s(line) for line in str(exc).splitlines())
+        print(f"vigil-collector: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

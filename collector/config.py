@@ -143,6 +143,9 @@ def _apply(obj: Any, table: dict[str, Any], path: Path, prefix: str) -> None:
                 f"{path}: key '{dotted}' must be {expected.__name__}, got "
                 f"{type(value).__name__} ({value!r}); fix the value in the file"
             )
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: key '{dotted}' must be a list of strings, got "
+                              f"{value!r}; quote each entry")
         setattr(obj, key, value)
 
 
@@ -161,6 +164,9 @@ def load_config(path: Path | None = None, data_dir: Path | None = None) -> Confi
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") \
+            from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     for key, value in raw.items():

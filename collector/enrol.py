@@ -12,6 +12,7 @@ import grpc
 
 from collector.store.base import DeviceExists, Store, TokenError
 from collector.tls import CsrError, Pki
+from collector.validate import safe_text
 from proto import vigil_pb2 as pb
 from proto import vigil_pb2_grpc as pb_grpc
 
@@ -84,7 +85,8 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
             issued = self.pki.issue_device_cert(request.csr_pem)
             device = await self.run(
                 self.store.enrol_device, request.token, issued.device_id,
-                request.hostname[:255] or "unknown", request.os[:64], request.agent_version[:64],
+                safe_text(request.hostname[:255]) or "unknown", safe_text(request.os[:64]),
+                safe_text(request.agent_version[:64]),
                 issued.serial, now)
         except TokenError as exc:
             log.info("enrolment refused from %s: %s", context.peer(), exc)
@@ -96,7 +98,7 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
             await context.abort(
                 grpc.StatusCode.ALREADY_EXISTS,
                 f"{exc}; an enrolment never replaces a device (make a new key to re-enrol)")
-        log.info("enrolled device %s (%s)", issued.device_id, request.hostname)
+        log.info("enrolled device %s (%s)", issued.device_id, safe_text(request.hostname[:255]))
         return pb.EnrollResponse(
             device_id=issued.device_id,
             client_cert_pem=issued.cert_pem,

@@ -34,12 +34,21 @@ class Connection:
     sent_rules_version: int = 0      # last bundle pushed on this stream
     configured_for: str | None = None  # os_user the last AgentConfig was computed for
     error: str = ""                  # set when the agent sent something unparseable
+    unavailable: str = ""            # set when the stream must end with UNAVAILABLE
+    retry_after_ms: int = 0
 
     def send(self, msg: pb.CollectorMessage) -> None:
         self.out.put_nowait(msg)
 
     def close(self) -> None:
         self.out.put_nowait(None)
+
+    def end_unavailable(self, reason: str, retry_after_ms: int) -> None:
+        """End the stream with UNAVAILABLE + retry-after-ms: the agent pauses, reconnects and
+        resends everything it had in flight."""
+        if not self.unavailable:
+            self.unavailable, self.retry_after_ms = reason, retry_after_ms
+            self.close()
 
 
 class Hub:

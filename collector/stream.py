@@ -18,7 +18,7 @@ from collector.fanout import Connection, Hub
 from collector.store.base import DeviceRow, Heartbeat, RulesAckRow, Store
 from collector.store.ingest import Work, Writer
 from collector.tls import device_id_from_cert_pem
-from collector.validate import Limits, bound, to_new_capture
+from collector.validate import Limits, bound, safe_text, to_new_capture
 from proto import vigil_pb2 as pb
 from proto import vigil_pb2_grpc as pb_grpc
 
@@ -122,12 +122,18 @@ class CollectorService(pb_grpc.CollectorServicer):
             self.hub.unregister(conn)
         if conn.error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, conn.error)
+        if conn.unavailable:
+            context.set_trailing_metadata((("retry-after-ms", str(conn.retry_after_ms)),))
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"{conn.unavailable}: nothing unacknowledged was stored; "
+                                f"retry after {conn.retry_after_ms} ms")
 
     async def _read(self, requests: AsyncIterator[pb.AgentMessage], conn: Connection) -> None:
         try:
             async for msg in requests:
                 if isinstance(msg, Malformed):
-                    log.info("device %s sent a malformed message: %s", conn.device.id, msg)
+                    log.info("device %s sent a malformed message: %s", conn.device.id,
+                             safe_text(str(msg)))
                     conn.error = f"{msg}; the stream is closed"
                     break
                 kind = msg.WhichOneof("body")
@@ -154,7 +160,7 @@ class CollectorService(pb_grpc.CollectorServicer):
 
     def _captures(self, batch: pb.CaptureBatch, conn: Connection) -> None:
         now = self._now()
-        work = Work([], [], conn.send)
+        work = Work([], [], conn.send, conn.end_unavailable)
         for c in batch.captures:
             r = to_new_capture(c, conn.device, now, self.limits)
             if isinstance(r, str):
@@ -162,14 +168,15 @@ class CollectorService(pb_grpc.CollectorServicer):
             else:
                 work.captures.append(r)
         if not self.writer.submit(work):
-            conn.send(self.writer.backoff("collector overloaded"))
+            self.writer.refuse(work, "collector overloaded")
 
     async def _heartbeat(self, hb: pb.Heartbeat, conn: Connection) -> None:
         self.writer.submit_heartbeat(Heartbeat(
-            conn.device.id, self._now(), bound(hb.agent_version, 64), _i64(hb.rules_version),
-            _i64(hb.spool_depth), _i64(hb.spool_bytes),
-            {bound(k, 64): _i64(v) for k, v in list(hb.drops.items())[:50]},
-            bound(hb.os_user, 256), bound(hb.hostname, 255), bound(hb.os, 64)))
+            conn.device.id, self._now(), safe_text(bound(hb.agent_version, 64)),
+            _i64(hb.rules_version), _i64(hb.spool_depth), _i64(hb.spool_bytes),
+            {safe_text(bound(k, 64)): _i64(v) for k, v in list(hb.drops.items())[:50]},
+            bound(hb.os_user, 256), safe_text(bound(hb.hostname, 255)),
+            safe_text(bound(hb.os, 64))))
         conn.rules_version = max(conn.rules_version, hb.rules_version) \
             if conn.rules_version >= 0 else hb.rules_version
         if conn.configured_for != hb.os_user:

@@ -15,7 +15,7 @@ from collector.store.base import DeviceRow, NewCapture
 from collector.triage import ILLEGAL_CATEGORIES
 from proto import vigil_pb2 as pb
 
-__all__ = ["TRUNCATED", "Limits", "bound", "to_new_capture"]
+__all__ = ["TRUNCATED", "Limits", "bound", "safe_text", "to_new_capture"]
 
 TRUNCATED = "…[truncated]"
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -31,6 +31,14 @@ class Limits:
     max_match_chars: int = 200
     max_screenshot_bytes: int = 4 * 1024 * 1024
     max_user_chars: int = 256
+
+
+def safe_text(text: str) -> str:
+    """``text`` with control characters (ESC, BEL, CR, NUL, ...) shown as ``\\xNN``, for
+    identity fields, terminal output and logs (a host name must never drive a terminal)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
 
 
 def bound(text: str, limit: int) -> str:

@@ -133,7 +133,7 @@ class SimAgent:
 
     async def heartbeat(self) -> None:
         hb = pb.Heartbeat(agent_version="sim-0.1", rules_version=self.rules_version,
-                          os_user="pupil0", hostname=self.ident.hostname, os="linux")
+                          os_user=self.mix.os_user, hostname=self.ident.hostname, os="linux")
         await self.write(pb.AgentMessage(heartbeat=hb).SerializeToString())
         self.tally.heartbeats += 1
 
@@ -211,11 +211,13 @@ class SimAgent:
 
     async def load(self, rate: float, seconds: float) -> None:
         """Captures one at a time at ``rate`` per second (Poisson), for ``seconds``."""
-        end = time.monotonic() + seconds
+        due = time.monotonic()
+        end = due + seconds
         while True:
-            await asyncio.sleep(self.rng.expovariate(rate))
-            if time.monotonic() >= end or self.closed.is_set():
+            due += self.rng.expovariate(rate)
+            if due >= end or self.closed.is_set():
                 return
+            await asyncio.sleep(due - time.monotonic())
             first, data = self.mix.batch_bytes(1)
             await self.send_batch(first, data, 1)
 

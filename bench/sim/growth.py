@@ -42,16 +42,18 @@ def _pages(db: Path, data_dir: Path, runs: int) -> dict[str, Any]:
 
 
 def growth_point(size: int, *, streams: int, per_stream: int, batch: int, window: int,
-                 runs: int, page_runs: int, workers: int, rules_dir: Path) -> dict[str, Any]:
+                 runs: int, page_runs: int, workers: int, rules_dir: Path,
+                 init_args: tuple[str, ...] = ()) -> dict[str, Any]:
     from bench import console as console_bench
     from tests.support.collector import init_data_dir, start_collector
 
     with tempfile.TemporaryDirectory(prefix="vigil-bench-growth-") as d:
         tmp = Path(d)
         data_dir = tmp / "collector"
-        init_data_dir(data_dir, "--rules", str(rules_dir))
+        init_data_dir(data_dir, "--rules", str(rules_dir), *init_args)
         filled = console_bench._fill(data_dir / "vigil.db", size)
-        c = start_collector(tmp, {"server": {"rules_poll_seconds": 1.0}}, rules_dir=rules_dir)
+        c = start_collector(tmp, {"server": {"rules_poll_seconds": 1.0}}, rules_dir=rules_dir,
+                            init_args=init_args)
         try:
             ids, _ = mint(c.data_dir, streams)
             fleet = Fleet(c.stream_addr, c.ca_pem, workers=workers)

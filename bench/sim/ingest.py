@@ -20,6 +20,7 @@ from typing import Any
 from .fleet import Fleet
 from .meter import Meter, summary
 from .mix import CaptureMix
+from .profile import Profile
 
 __all__ = ["burst", "raw_executemany", "split"]
 
@@ -36,12 +37,13 @@ def split(total: int, parts: int) -> list[int]:
 
 
 def burst(fleet: Fleet, collector_pid: int, streams: int, per_stream: int, batch: int,
-          window: int) -> dict[str, Any]:
-    """One timed burst on the first ``streams`` connected agents."""
+          window: int, profile: Path | None = None) -> dict[str, Any]:
+    """One timed burst on the first ``streams`` connected agents (``profile``: sample the
+    collector with py-spy into this file meanwhile)."""
     shares = split(streams, len(fleet.conns))
     fleet.call("burst_prepare", [{"streams": s, "per_stream": per_stream, "batch": batch}
                                  for s in shares])
-    with Meter(collector_pid) as m:
+    with Profile(collector_pid, profile) as prof, Meter(collector_pid) as m:
         rs = fleet.call("burst_go", window=window)
     start, end = min(r["start"] for r in rs), max(r["end"] for r in rs)
     acked = sum(r["acked"] for r in rs)
@@ -51,13 +53,15 @@ def burst(fleet: Fleet, collector_pid: int, streams: int, per_stream: int, batch
             "captures_per_s": acked / (end - start), "backoffs": sum(r["backoffs"] for r in rs),
             "batch_ack_latency": summary(lat), "collector_cpu_percent": m.result["cpu_percent"],
             "collector_rss_mib": m.result["rss_mib"],
-            "simulator_cpu_s": sum(r["cpu_s"] for r in rs)}
+            "simulator_cpu_s": sum(r["cpu_s"] for r in rs),
+            **({"profile": prof.summary} if profile is not None else {})}
 
 
 def bursts(fleet: Fleet, collector_pid: int, streams: int, per_stream: int, batch: int,
-           window: int, runs: int) -> dict[str, Any]:
-    """``runs`` bursts; the headline is the median."""
-    rs = [burst(fleet, collector_pid, streams, per_stream, batch, window) for _ in range(runs)]
+           window: int, runs: int, profile: Path | None = None) -> dict[str, Any]:
+    """``runs`` bursts; the headline is the median. The first one is profiled if asked."""
+    rs = [burst(fleet, collector_pid, streams, per_stream, batch, window,
+                profile if i == 0 else None) for i in range(runs)]
     return {"streams": streams, "runs": rs,
             "median_per_s": statistics.median(r["captures_per_s"] for r in rs)}
 
@@ -85,3 +89,39 @@ def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
         finally:
             store.close()
     return {"captures": n, "seconds": elapsed, "captures_per_s": n / elapsed}
+
+
+def store_only(streams: int, per_stream: int, batch: int = 100, commit: int = 5000
+               ) -> dict[str, Any]:
+    """The collector's own ``Store.ingest`` (dedupe check, triage, queue items, insert) on
+    the same mix with no gRPC: batches from ``streams`` devices interleaved as the writer
+    gathers them, ``commit`` captures per transaction (the writer's ``batch_max``)."""
+    from collector.store.base import DeviceRow
+    from collector.store.sqlite import open_store
+    from collector.triage import TriagePolicy
+    from collector.validate import Limits, to_new_capture
+
+    now = int(time.time() * 1000)
+    devs = [DeviceRow(f"d-{i:05d}", "default", "secondary", "secondary", f"sim-{i}", "linux",
+                      "sim", 1, 0, 0, {}, "", "s", now, now, None) for i in range(streams)]
+    mixes = [CaptureMix(i) for i in range(streams)]
+    caps = []
+    for _ in range(per_stream // batch):
+        for dev, mix in zip(devs, mixes, strict=True):
+            for _ in range(batch):
+                nc = to_new_capture(mix.capture(now), dev, now, Limits())
+                assert not isinstance(nc, str), nc
+                caps.append(nc)
+    policy = TriagePolicy()
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-store-") as d:
+        store = open_store(Path(d) / "s.db", Path(d))
+        try:
+            t0 = time.perf_counter()
+            for k in range(0, len(caps), commit):
+                store.ingest(caps[k:k + commit], now, policy)
+            elapsed = time.perf_counter() - t0
+            items = store.db.conn.execute("SELECT COUNT(*) FROM queue_items").fetchone()[0]
+        finally:
+            store.close()
+    return {"captures": len(caps), "seconds": elapsed, "captures_per_s": len(caps) / elapsed,
+            "queue_items": items, "commit": commit}

@@ -41,6 +41,11 @@ def _summary_rows(r: dict[str, Any]) -> list[str]:
         rows.append(f"| … ratio to raw `executemany` into the same schema, same run "
                     f"({g['raw_median_per_s']:,.0f}/s) | {g['ratio']:.2f} | ≥ 0.35 | "
                     f"{_met(g['ratio'] >= 0.35)} |")
+        so = g.get("store_only")
+        if so:
+            rows.append(f"| … the collector's `Store.ingest` alone (triage + SQL, no gRPC), same "
+                        f"mix, {so['commit']:,} per commit | {so['captures_per_s']:,.0f}/s | - "
+                        f"| - |")
     stages = r.get("fleet", {}).get("stages", [])
     if stages:
         top = stages[-1]
@@ -140,6 +145,28 @@ def _ingest_table(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _profile(r: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for g in r.get("ingest", {}).get("by_streams", []):
+        prof = g["runs"][0].get("profile")
+        if not prof:
+            continue
+        if "threads" not in prof:
+            out += ["", f"Profile ({g['streams']} streams): {prof.get('missing')}"]
+            continue
+        out += ["", f"#### Where the collector's time goes: py-spy, first burst at "
+                f"{g['streams']:,} streams", "",
+                "| thread | busy / wall | busiest lines (share of the thread's busy samples) |",
+                "|---|---:|---|"]
+        for name, t in prof["threads"].items():
+            if not t["busy_samples"]:
+                continue
+            top = "; ".join(f"{share:.0%} `{frame}`" for share, frame in t["top"][:5])
+            label = name.split(": ", 1)[-1]
+            out.append(f"| {label} | {t.get('busy_of_wall', 0):.0%} | {top} |")
+    return out
+
+
 def _growth_table(r: dict[str, Any]) -> list[str]:
     g = r.get("growth")
     if not g:
@@ -187,7 +214,8 @@ def render(r: dict[str, Any]) -> str:
                   + (f"The other {mi['n']:,} agents were minted from the collector's CA and "
                      f"store in this process ({mi['seconds']:.1f} s) to save time; they "
                      f"connect exactly like enrolled ones." if mi and mi["n"] else "")]
-    lines += _fleet_table(r) + _ingest_table(r) + _growth_table(r) + _e2e_table(r)
+    lines += (_fleet_table(r) + _ingest_table(r) + _profile(r) + _growth_table(r)
+              + _e2e_table(r))
     notes = r.get("notes")
     if notes:
         lines += ["", *notes]

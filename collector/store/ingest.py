@@ -4,7 +4,8 @@ Streams hand in :class:`Work` (validated captures + where to send the answer). T
 takes everything waiting (up to ``batch_max`` captures), runs one ``Store.ingest`` call in its
 own thread (one transaction), and only after the commit sends each stream its ``Ack``. When
 the store cannot take writes (locked, disk full) nothing is acknowledged: each stream gets a
-``Backoff`` and the agent keeps the captures in its spool.
+``Backoff`` and then its stream is ended with ``UNAVAILABLE`` + ``retry-after-ms`` (so the
+agent resends everything in flight after the pause); the agent keeps the captures in its spool.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Work:
     captures: list[NewCapture]
     rejected: list[tuple[str, str]]
     reply: Reply
+    #: called with (reason, retry_after_ms) when the captures could NOT be stored
+    refuse: Callable[[str, int], None] | None = None
 
 
 @dataclass
@@ -94,6 +97,12 @@ class Writer:
     def submit_rules_ack(self, ack: RulesAckRow) -> None:
         self._q.put_nowait(ack)
 
+    def refuse(self, work: Work, reason: str) -> None:
+        """Nothing of ``work`` was stored: tell its agent to back off (and end its stream)."""
+        work.reply(self.backoff(reason))
+        if work.refuse is not None:
+            work.refuse(reason, self.backoff_ms)
+
     def backoff(self, reason: str) -> pb.CollectorMessage:
         return pb.CollectorMessage(backoff=pb.Backoff(retry_after_ms=self.backoff_ms,
                                                       reason=reason))
@@ -129,7 +138,7 @@ class Writer:
             self.stats["busy"] += 1
             log.warning("store busy, %d captures not acknowledged: %s", batch.n, exc)
             for w in batch.works:
-                w.reply(self.backoff("store busy"))
+                self.refuse(w, "store busy")
         except Exception:
             self.stats["errors"] += 1
             log.exception("writer commit failed for %d captures; retrying stream by stream",
@@ -146,12 +155,12 @@ class Writer:
                 await self._write(loop, part)
             except StoreBusy:
                 for w in part.works:
-                    w.reply(self.backoff("store busy"))
+                    self.refuse(w, "store busy")
             except Exception as exc:
                 log.error("writer: %d captures not stored (%s: %s)", part.n,
                           type(exc).__name__, exc)
                 for w in part.works:
-                    w.reply(self.backoff("store error"))
+                    self.refuse(w, "store error")
 
     async def _write(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
         captures = [c for w in batch.works for c in w.captures]

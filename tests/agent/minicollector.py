@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,6 +113,7 @@ class MiniCollector:
     config: pb.AgentConfig | None = None
     backoff_ms: int = 0              # sent once, after the first heartbeat
     streams: int = 0
+    stream_starts: list[float] = field(default_factory=list)  # time.monotonic() per stream
     refused: int = 0
     port: int = 0
     enroll_port: int = 0
@@ -172,10 +174,12 @@ class _Stream(pb_grpc.CollectorServicer):
     async def Connect(self, request_iterator: Any, context: Any) -> Any:
         c = self.c
         c.streams += 1
+        c.stream_starts.append(time.monotonic())
         if c.refused < c.refuse_streams:
             c.refused += 1
-            context.set_trailing_metadata((("retry-after-ms", str(c.retry_after_ms)),))
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "collector busy")
+            await request_iterator.__anext__()  # refuse after reading the first heartbeat
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "collector busy",
+                                trailing_metadata=(("retry-after-ms", str(c.retry_after_ms)),))
         pem = context.auth_context().get("x509_pem_cert", [b""])[0]
         c.peers.append(pem.decode() if isinstance(pem, bytes) else str(pem))
         first = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import stat
 from pathlib import Path
@@ -116,6 +117,9 @@ async def test_resource_exhausted_is_honoured_then_delivered(
         await agent.wait_for(lambda: collector.stored, what="delivery after backoff")
         assert "RESOURCE_EXHAUSTED" in agent.runtime.uplink.last_error or collector.refused == 2
     assert collector.streams >= 3 and collector.refused == 2
+    # the agent waited retry-after-ms (300 ms) after each refusal, not its own 50 ms backoff
+    gaps = [b - a for a, b in itertools.pairwise(collector.stream_starts[:3])]
+    assert len(gaps) == 2 and all(g >= 0.29 for g in gaps), gaps
 
 
 async def test_outage_then_restart_delivers_everything_exactly_once(

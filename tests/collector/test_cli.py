@@ -159,3 +159,16 @@ def test_exemption_needs_reason_and_is_audited(data_dir: Path) -> None:
               "year-10", "--until", "7d", "--reason", "History: extremism unit this week", *d)
     assert out.returncode == 0 and "exemption" in out.stdout
 
+
+
+def test_devices_output_never_replays_control_characters(data_dir: Path) -> None:
+    d = ["--data-dir", str(data_dir)]
+    secret = cli("token", "create", "--site", "default", "--group", "g", *d).stdout.strip()
+    store = open_store(data_dir / "vigil.db", data_dir)
+    try:
+        store.enrol_device(secret, "d-evil", "pc\x1b[2J\x07evil", "linux", "1", "01",
+                           int(time.time() * 1000))
+    finally:
+        store.close()
+    out = cli("devices", *d).stdout
+    assert "\x1b" not in out and "\x07" not in out and "pc\\x1b[2J\\x07evil" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -104,12 +105,21 @@ async def test_locked_store_means_backoff_not_ack_and_serving_continues(
                 await s.send_captures([cap])
                 backoff = await s.wait_for(lambda s: s.backoffs and s.backoffs[-1])
                 assert backoff.retry_after_ms == 1500 and "busy" in backoff.reason
+                # ...then the stream ends UNAVAILABLE + retry-after-ms, so the agent resends
+                # everything it had in flight after the pause
+                await asyncio.wait_for(s.closed.wait(), 20)
+                assert s.error is not None and s.error.code() == grpc.StatusCode.UNAVAILABLE
+                assert dict(s.error.trailing_metadata() or ())["retry-after-ms"] == "1500"
                 assert cap.id not in s.acked
             finally:
                 lock.execute("ROLLBACK")
                 lock.close()
-            await s.send_captures([cap])  # the agent retries after the back-off
+        async with a.connect() as s:  # the agent reconnects and resends
+            await s.send_captures([cap])
             await s.wait_for(lambda s: cap.id in s.acked)
+        # the collector kept serving: a second agent enrols and streams meanwhile
+        b = AgentClient(c.enrol_addr, c.stream_addr, c.ca_pem)
+        await b.enrol(c.create_token())
         assert c.query("SELECT COUNT(*) FROM captures WHERE id = ?", (cap.id,)) == [(1,)]
     finally:
         c.stop()

@@ -3,11 +3,13 @@ keeps serving, and stores the captures once space is back. Real tmpfs mount (nee
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.support.agent_client import AgentClient, make_capture
@@ -43,9 +45,12 @@ async def test_full_disk_backs_off_then_recovers(tmp_path: Path) -> None:
             big = [make_capture(context="x" * 400, window_title="y" * 400) for _ in range(300)]
             await s.send_captures(big)
             await s.wait_for(lambda s: s.backoffs)
+            await asyncio.wait_for(s.closed.wait(), 20)  # ended UNAVAILABLE + retry-after-ms
+            assert s.error is not None and s.error.code() == grpc.StatusCode.UNAVAILABLE
             assert not ({x.id for x in big} & s.acked)  # nothing acknowledged while full
-            filler.unlink()
-            await s.send_captures(big)  # the agent retries after the back-off
+        filler.unlink()
+        async with a.connect() as s:  # the agent reconnects and resends
+            await s.send_captures(big)
             await s.wait_for(lambda s: {x.id for x in big} <= s.acked)
         assert c.query("SELECT COUNT(*) FROM captures")[0][0] == 301
         assert "store busy" in c.log()

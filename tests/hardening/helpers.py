@@ -96,14 +96,23 @@ class Proxy:
         return self
 
     def stop(self) -> None:
-        def _close() -> None:
+        async def _close() -> None:
             if self._server is not None:
                 self._server.close()
             for w in list(self._writers):
                 w.transport.abort()
-            self._loop.stop()
-        self._loop.call_soon_threadsafe(_close)
-        self._thread.join(10)
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._server is not None:
+                await self._server.wait_closed()
+
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(_close(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+        self._loop.close()
 
     def blackhole_existing(self) -> None:
         """Every connection open now goes silent (half-open); new ones are forwarded."""
@@ -142,4 +151,9 @@ class Proxy:
                 if self.mode != "blackhole" and idx > self.blackholed_upto:
                     dst.transport.abort()
 
-        await asyncio.gather(pipe(reader, up_w, True), pipe(up_r, writer, False))
+        try:
+            await asyncio.gather(pipe(reader, up_w, True), pipe(up_r, writer, False))
+        finally:
+            for w in (writer, up_w):
+                w.transport.abort()
+                self._writers.discard(w)

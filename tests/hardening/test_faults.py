@@ -360,17 +360,18 @@ async def test_store_locked_or_disk_full_means_backoff_no_ack_then_recovery(
 
 async def test_half_open_connection_is_detected_by_keepalive_and_agent_reconnects(
         tmp_path: Path) -> None:
+    from agent import uplink as uplink_module
     from proto.identity import KEEPALIVE_OPTIONS
 
     c = start_collector(tmp_path)
     proxy = Proxy(c.stream_addr).start()
     try:
         data = await _enrolled_data_dir(c, tmp_path / "agent", proxy.address)
-        # keepalive as shipped, but pinging every 11 s (the server allows >= 10 s) with a
-        # 2 s timeout so the test is quick
-        opts = [(k, v) for k, v in KEEPALIVE_OPTIONS
-                if k not in ("grpc.keepalive_time_ms", "grpc.keepalive_timeout_ms")]
-        opts += [("grpc.keepalive_time_ms", 11_000), ("grpc.keepalive_timeout_ms", 2_000)]
+        # the agent's own channel options, with only the ping interval shortened to 11 s (the
+        # server allows >= 10 s); the shipped keepalive timeout (10 s) must be what applies
+        shipped = getattr(uplink_module, "CHANNEL_OPTIONS", KEEPALIVE_OPTIONS)
+        opts = [(k, v) for k, v in shipped if k != "grpc.keepalive_time_ms"]
+        opts.append(("grpc.keepalive_time_ms", 11_000))
         creds = grpc.ssl_channel_credentials(
             root_certificates=data.ca_cert.read_bytes(),
             private_key=data.device_key.read_bytes(),
@@ -393,7 +394,9 @@ async def test_half_open_connection_is_detected_by_keepalive_and_agent_reconnect
             proxy.blackhole_existing()  # the path dies silently: no FIN, no RST
             second = make_capture("h-second", severity=5)
             agent.runtime.spool.put(second)
-            await agent.wait_for(lambda: up.sessions > sessions, timeout=60,
+            # 11 s ping + 10 s keepalive timeout = ~21 s; 50 s leaves room for a slow machine
+            # but fails if the 10 s timeout is not honoured (gRPC's 60 s ping timeout applies)
+            await agent.wait_for(lambda: up.sessions > sessions, timeout=50,
                                  what="keepalive to notice the dead path and reconnect")
             await agent.wait_for(lambda: not spool_captures(data.root), timeout=60,
                                  what="the second capture delivered on the new stream")
