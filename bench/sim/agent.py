@@ -33,6 +33,7 @@ from .mix import CaptureMix
 __all__ = ["BundleCheck", "SimAgent", "Tally"]
 
 _METHOD = "/vigil.v1.Collector/Connect"
+_RETRY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class Tally:
     backoffs: int = 0
     heartbeats: int = 0
     bundles: int = 0
+    reconnects: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     record: bool = True
 
@@ -99,24 +101,50 @@ class SimAgent:
         self._call: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.on_rules: Callable[[SimAgent, int], None] | None = None
+        self._closing = False
 
     # -- connection ------------------------------------------------------------------------
     async def connect(self, timeout: float = 120.0) -> None:
         """Open the stream, send the first heartbeat, wait for the collector's AgentConfig."""
+        await self._open()
+        await asyncio.wait_for(self.configured.wait(), timeout)
+        self._tasks.append(asyncio.create_task(self._beat()))
+
+    async def _open(self) -> None:
         creds = grpc.ssl_channel_credentials(root_certificates=self.ca_pem,
                                              private_key=self.ident.key_pem,
                                              certificate_chain=self.ident.cert_pem)
         options = [*KEEPALIVE_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+        self.configured.clear()
         self._channel = grpc.aio.secure_channel(self.stream_addr, creds, options=options)
         self._call = self._channel.stream_stream(
             _METHOD, request_serializer=None,
             response_deserializer=pb.CollectorMessage.FromString)()
         self._tasks.append(asyncio.create_task(self._read()))
         await self.heartbeat()
-        await asyncio.wait_for(self.configured.wait(), timeout)
-        self._tasks.append(asyncio.create_task(self._beat()))
+
+    async def _reconnect(self, delay: float) -> None:
+        """What the real uplink does when the collector ends the stream with UNAVAILABLE or
+        RESOURCE_EXHAUSTED: wait ``retry-after-ms``, reconnect, resend everything
+        unacknowledged (capture ids make that idempotent)."""
+        self.tally.reconnects += 1
+        old = self._channel
+        await asyncio.sleep(delay)
+        if old is not None:
+            await old.close(grace=None)
+        try:
+            await self._open()
+            await asyncio.wait_for(self.configured.wait(), 60)
+        except Exception as exc:
+            self.error = f"reconnect failed: {exc!r}"[:300]
+            self.closed.set()
+            self._acked_event.set()
+            return
+        for _, _, data in list(self._pending.values()):
+            await self.write(data)
 
     async def close(self) -> None:
+        self._closing = True
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -127,9 +155,15 @@ class SimAgent:
         if self._channel is not None:
             await self._channel.close(grace=None)
 
-    async def write(self, data: bytes) -> None:
-        async with self._lock:
-            await self._call.write(data)
+    async def write(self, data: bytes) -> bool:
+        """Write one message; False when the stream is down (a batch stays pending and is
+        resent after the reconnect; heartbeats and RulesAcks are simply sent again)."""
+        try:
+            async with self._lock:
+                await self._call.write(data)
+        except (asyncio.InvalidStateError, grpc.RpcError):
+            return False
+        return True
 
     async def heartbeat(self) -> None:
         hb = pb.Heartbeat(agent_version="sim-0.1", rules_version=self.rules_version,
@@ -162,13 +196,19 @@ class SimAgent:
                         self._resend(msg.backoff.retry_after_ms / 1000)))
         except grpc.aio.AioRpcError as exc:
             self.error = f"{exc.code().name}: {exc.details()}"
+            if exc.code() in _RETRY and not self._closing:
+                delay = 1.0
+                for key, value in exc.trailing_metadata() or ():
+                    if key == "retry-after-ms" and str(value).isdigit():
+                        delay = int(value) / 1000
+                self._tasks.append(asyncio.create_task(self._reconnect(delay)))
+                return
         except asyncio.CancelledError:
             pass
         except Exception as exc:
             self.error = repr(exc)
-        finally:
-            self.closed.set()
-            self._acked_event.set()
+        self.closed.set()
+        self._acked_event.set()
 
     def _ack(self, ack: pb.Ack) -> None:
         now = time.perf_counter()

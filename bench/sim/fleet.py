@@ -76,8 +76,8 @@ class Fleet:
         rs = self.call("stats")
         out: dict[str, Any] = {k: sum(r[k] for r in rs)
                                for k in ("agents", "alive", "sent", "acked", "rejected",
-                                         "backoffs", "heartbeats", "bundles", "rss_kib",
-                                         "cpu_s")}
+                                         "backoffs", "heartbeats", "bundles", "reconnects",
+                                         "rss_kib", "cpu_s")}
         out["errors"] = [e for r in rs for e in r["errors"]][:3]
         return out
 

@@ -51,6 +51,7 @@ def burst(fleet: Fleet, collector_pid: int, streams: int, per_stream: int, batch
     return {"streams": streams, "captures": sum(r["sent"] for r in rs), "acked": acked,
             "batch": batch, "window": window, "seconds": end - start,
             "captures_per_s": acked / (end - start), "backoffs": sum(r["backoffs"] for r in rs),
+            "reconnects": sum(r["reconnects"] for r in rs),
             "batch_ack_latency": summary(lat), "collector_cpu_percent": m.result["cpu_percent"],
             "collector_rss_mib": m.result["rss_mib"],
             "simulator_cpu_s": sum(r["cpu_s"] for r in rs),

@@ -131,7 +131,8 @@ def _ingest_table(r: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "#### Ingest bursts", "",
              "| streams | captures | batch | run | stored/s | batch ack p50 / p99 ms | "
-             "back-offs | collector CPU % | simulator CPU s | raw executemany/s |",
+             "back-offs / streams ended | collector CPU % | simulator CPU s | "
+             "raw executemany/s |",
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for g in ing["by_streams"]:
         for k, (b, raw) in enumerate(zip(g["runs"], g["raw"], strict=False)):
@@ -139,7 +140,7 @@ def _ingest_table(r: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {g['streams']:,} | {b['captures']:,} | {b['batch']} | {k + 1} | "
                 f"{b['captures_per_s']:,.0f} | {_f(lat.get('p50_ms'), '.0f')} / "
-                f"{_f(lat.get('p99_ms'), '.0f')} | {b['backoffs']} | "
+                f"{_f(lat.get('p99_ms'), '.0f')} | {b['backoffs']} / {b.get('reconnects', 0)} | "
                 f"{b['collector_cpu_percent']:.0f} | {b['simulator_cpu_s']:.1f} | "
                 f"{raw['captures_per_s']:,.0f} |")
     return lines

@@ -80,7 +80,8 @@ class _Worker:
                     rss = int(line.split()[1])
         return {"agents": len(self.agents), "alive": alive, "sent": t.sent, "acked": t.acked,
                 "rejected": t.rejected, "backoffs": t.backoffs, "heartbeats": t.heartbeats,
-                "bundles": t.bundles, "errors": errors, "rss_kib": rss, "cpu_s": _cpu_s()}
+                "bundles": t.bundles, "reconnects": t.reconnects, "errors": errors,
+                "rss_kib": rss, "cpu_s": _cpu_s()}
 
     async def load(self, seconds: float, rate: float) -> dict[str, Any]:
         """Every agent sends captures at ``rate``/s for ``seconds``; returns ack latencies."""
@@ -109,14 +110,15 @@ class _Worker:
     async def burst_go(self, window: int) -> dict[str, Any]:
         t = self.tally
         t.latencies_ms = []
-        sent0, acked0, back0 = t.sent, t.acked, t.backoffs
+        sent0, acked0, back0, rec0 = t.sent, t.acked, t.backoffs, t.reconnects
         cpu0 = _cpu_s()
         start = time.time()
         await asyncio.gather(*(a.burst(b, window) for a, b in self.burst_plan))
         end = time.time()
         self.burst_plan = []
         return {"start": start, "end": end, "sent": t.sent - sent0, "acked": t.acked - acked0,
-                "backoffs": t.backoffs - back0, "cpu_s": _cpu_s() - cpu0,
+                "backoffs": t.backoffs - back0, "reconnects": t.reconnects - rec0,
+                "cpu_s": _cpu_s() - cpu0,
                 "latencies_ms": list(t.latencies_ms)}
 
     async def rules_wait(self, version: int, timeout: float = 120.0) -> dict[str, Any]:
