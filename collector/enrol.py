@@ -66,7 +66,9 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
         self.clock = clock
 
     async def Enroll(
-        self, request: pb.EnrollRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.EnrollRequest,
+        context: grpc.aio.ServicerContext[pb.EnrollRequest, pb.EnrollResponse],
     ) -> pb.EnrollResponse:
         if not isinstance(request, pb.EnrollRequest):  # a Malformed stand-in
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))

@@ -83,8 +83,10 @@ class CollectorService(pb_grpc.CollectorServicer):
         self.max_connections, self.retry_after_ms = max_connections, retry_after_ms
         self.limits, self.settings, self.clock = limits, settings, clock
 
-    async def _device(self, context: grpc.aio.ServicerContext) -> DeviceRow:
-        certs = context.auth_context().get("x509_pem_cert") or []
+    async def _device(
+        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.CollectorMessage]
+    ) -> DeviceRow:
+        certs = list(context.auth_context().get("x509_pem_cert") or [])
         if not certs:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
         device_id, serial = device_id_from_cert_pem(certs[0])
@@ -100,7 +102,7 @@ class CollectorService(pb_grpc.CollectorServicer):
 
     async def Connect(
         self, request_iterator: AsyncIterator[pb.AgentMessage],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[pb.AgentMessage, pb.CollectorMessage],
     ) -> AsyncIterator[pb.CollectorMessage]:
         device = await self._device(context)
         if len(self.hub.connections) >= self.max_connections and \
