@@ -78,6 +78,8 @@ class Monitor:
         with self._lock:
             if info == self._window:
                 return  # openbox reports every switch twice
+            # only the opaque id is logged, never the title (tests sync on this line)
+            log.debug("focus: window %#x", info.window_id)
             self._window = info
             self.keys.focus(info)
             if self.keys.excluded or not self.config.watch_window:

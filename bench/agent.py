@@ -198,10 +198,10 @@ def bench_mount(tmp: Path, n: int) -> dict[str, float] | None:
     media.mkdir()
     monitor, spool, built = _runtime(tmp, (str(media),))
     stop = threading.Event()
-    th = threading.Thread(target=LinuxMediaSource((str(media),), watch_files=True).run,
-                          args=(monitor.on_media, stop), daemon=True)
+    source = LinuxMediaSource((str(media),), watch_files=True)
+    th = threading.Thread(target=source.run, args=(monitor.on_media, stop), daemon=True)
     th.start()
-    time.sleep(0.5)  # the source reads the mount table once at start
+    source.ready.wait(timeout=30)  # the source reads the mount table once at start
     times = []
     for i in range(n):
         mp = media / f"stick{i}"

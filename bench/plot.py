@@ -33,13 +33,13 @@ def _latency(r: dict[str, Any], path: Path) -> bool:
         ax1.plot(ns, [s["load"]["ack_latency"].get(key) for s in stages], marker="o",
                  label=label)
     ax1.set(xscale="log", xlabel="connected agents N", ylabel="capture ack latency (ms)",
-            title="Ack latency under load")
+            title="Ack latency under load", ylim=(0, None))
     ax1.legend()
     fan = [s["fanout"]["median_all_acked_s"] for s in stages]
     ax2.plot(ns, fan, marker="o", label="all agents acked (median)")
     ax2.axhline(5, color="red", linestyle="--", label="target at 10k: 5 s")
     ax2.set(xscale="log", xlabel="connected agents N", ylabel="seconds after rules publish",
-            title="Rule fan-out")
+            title="Rule fan-out", ylim=(0, None))
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -64,6 +64,9 @@ def _ingest(r: dict[str, Any], path: Path) -> bool:
         ax.plot(xs, [g["median_per_s"] for g in by], marker="o", label="collector (stored/s)")
         ax.plot(xs, [g["raw_median_per_s"] for g in by], marker="s", linestyle=":",
                 label="raw executemany, same schema")
+        if all("store_only" in g for g in by):
+            ax.plot(xs, [g["store_only"]["captures_per_s"] for g in by], marker="^",
+                    linestyle="--", label="Store.ingest alone (no gRPC)")
         ax.axhline(50_000, color="red", linestyle="--", label="target 50k/s")
         ax.set(xscale="log", xlabel="concurrent streams", ylabel="captures per second",
                title="Ingest vs streams", ylim=(0, None))

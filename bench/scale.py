@@ -78,6 +78,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile-dir", type=Path,
                    help="sample the collector with py-spy during the first ingest burst of "
                         "each stream count and the largest idle/fan-out stage; write here")
+    p.add_argument("--keep-other-parts", action="store_true",
+                   help="keep the parts not run now from the last bench/results/scale.json")
     p.add_argument("--rerun-others", action="store_true",
                    help="run bench.agent and bench.rules instead of reading their results")
     a = p.parse_args(argv)
@@ -143,7 +145,9 @@ def _fleet_and_ingest(a: argparse.Namespace, results: dict[str, Any]) -> None:
                     st = stage(c, fleet, ids[have:n], lib, idle_s=idle,
                                load_s=a.load_seconds, rate=a.rate,
                                fanout_runs=a.fanout_runs if do_fleet else 0,
-                               rules_version=version)
+                               rules_version=version,
+                               profile=a.profile_dir / f"fanout-{n}.txt"
+                               if a.profile_dir and n == max(sizes) else None)
                     have = n
                     runs = st["fanout"]["runs"]
                     version = runs[-1]["version"] if runs else version
@@ -223,6 +227,27 @@ def _others(a: argparse.Namespace, results: dict[str, Any]) -> None:
     results["others"] = out
 
 
+_PART_KEYS = {"e2e": ("e2e",), "fleet": ("fleet", "enrolment", "mint"), "ingest": ("ingest",),
+              "growth": ("growth",), "others": ("others",)}
+
+
+def _merge_previous(results: dict[str, Any], ran: list[str]) -> None:
+    """Carry the parts not run now over from the last recorded bench/results/scale.json, so
+    the suite can be recorded part by part; ``part_runs`` says when each part ran."""
+    path = ROOT / "bench" / "results" / "scale.json"
+    if not path.exists():
+        return
+    old = json.loads(path.read_text())
+    for part, keys in _PART_KEYS.items():
+        if part in ran:
+            continue
+        for k in keys:
+            if k in old and k not in results:
+                results[k] = old[k]
+        if part in old.get("part_runs", {}):
+            results["part_runs"][part] = old["part_runs"][part]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from .sim.worker import raise_nofile
 
@@ -245,6 +270,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "others" in a.parts:
         _others(a, results)
     results["seconds"] = time.perf_counter() - t0
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    results["part_runs"] = {p: {"date": stamp, "argv": list(argv or [])} for p in a.parts}
+    if a.keep_other_parts:
+        _merge_previous(results, a.parts)
     plots = a.plots_dir or (None if a.quick else str(ROOT / "docs"))
     if plots:
         from .plot import plot

@@ -123,6 +123,8 @@ class LinuxMediaSource:
         self.mountinfo = mountinfo
         self.sys_block = sys_block
         self.watch_files = watch_files
+        #: Set once the mount table has been read at start (mounts before that are not new).
+        self.ready = threading.Event()
 
     def _read(self, fh: Any) -> dict[str, Mount]:
         fh.seek(0)
@@ -140,6 +142,7 @@ class LinuxMediaSource:
             known = self._read(fh)  # already mounted at start: not reported again
             for mp in known:
                 watchers[mp] = self._watch(mp, on_event)
+            self.ready.set()
             while not stop.is_set():
                 ready = poller.poll(500 if sfd is None else 60_000)
                 if stop.is_set():

@@ -52,8 +52,12 @@ def growth_point(size: int, *, streams: int, per_stream: int, batch: int, window
         data_dir = tmp / "collector"
         init_data_dir(data_dir, "--rules", str(rules_dir), *init_args)
         filled = console_bench._fill(data_dir / "vigil.db", size)
-        c = start_collector(tmp, {"server": {"rules_poll_seconds": 1.0}}, rules_dir=rules_dir,
-                            init_args=init_args)
+        # The filler spreads a year of history; keep it (the scheduled purge would delete
+        # the old closed and false-positive items at start-up and shrink the store).
+        keep: dict[str, dict[str, Any]] = {
+            "server": {"rules_poll_seconds": 1.0},
+            "retention": {"false_positive_days": 36_500, "closed_days": 36_500}}
+        c = start_collector(tmp, keep, rules_dir=rules_dir, init_args=init_args)
         try:
             ids, _ = mint(c.data_dir, streams)
             fleet = Fleet(c.stream_addr, c.ca_pem, workers=workers)

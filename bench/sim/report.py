@@ -18,7 +18,7 @@ def _f(x: float | None, fmt: str = ",.0f", unit: str = "") -> str:
 def _stage(r: dict[str, Any], n: int) -> dict[str, Any] | None:
     for st in r.get("fleet", {}).get("stages", []):
         if st["n"] == n:
-            return st
+            return dict(st)
     return None
 
 
@@ -147,16 +147,21 @@ def _ingest_table(r: dict[str, Any]) -> list[str]:
 
 
 def _profile(r: dict[str, Any]) -> list[str]:
-    out: list[str] = []
+    found: list[tuple[str, dict[str, Any]]] = []
     for g in r.get("ingest", {}).get("by_streams", []):
-        prof = g["runs"][0].get("profile")
-        if not prof:
-            continue
+        if g["runs"][0].get("profile"):
+            found.append((f"first ingest burst at {g['streams']:,} streams",
+                          g["runs"][0]["profile"]))
+    for st in r.get("fleet", {}).get("stages", []):
+        for run in st["fanout"]["runs"][:1]:
+            if run.get("profile"):
+                found.append((f"first rule fan-out to {st['n']:,} agents", run["profile"]))
+    out: list[str] = []
+    for what, prof in found:
         if "threads" not in prof:
-            out += ["", f"Profile ({g['streams']} streams): {prof.get('missing')}"]
+            out += ["", f"Profile ({what}): {prof.get('missing')}"]
             continue
-        out += ["", f"#### Where the collector's time goes: py-spy, first burst at "
-                f"{g['streams']:,} streams", "",
+        out += ["", f"#### Where the collector's time goes: py-spy, {what}", "",
                 "| thread | busy / wall | busiest lines (share of the thread's busy samples) |",
                 "|---|---:|---|"]
         for name, t in prof["threads"].items():
@@ -206,6 +211,10 @@ def render(r: dict[str, Any]) -> str:
         lines += [f"Machine: {m.get('cpu')}, {m.get('cores')} cores (collector, simulators "
                   f"and X server share them), Python {m.get('python')}, {m.get('os')}; "
                   f"{m.get('date')}. Command: `{r.get('command')}`.", ""]
+    runs = r.get("part_runs", {})
+    if len({v["date"] for v in runs.values()}) > 1:
+        lines += ["Recorded part by part: " + "; ".join(
+            f"{k} {v['date']}" for k, v in runs.items()) + ".", ""]
     lines += _summary_rows(r)
     en, mi = r.get("enrolment"), r.get("mint")
     if en:

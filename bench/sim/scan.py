@@ -23,6 +23,7 @@ from tests.support.collector import RunningCollector
 from .fleet import Fleet
 from .identity import Identity
 from .meter import Meter, summary
+from .profile import Profile
 
 __all__ = ["fanout", "stage"]
 
@@ -58,8 +59,9 @@ def fanout(c: RunningCollector, fleet: Fleet, rules_dir: Path, n: int,
 
 def stage(c: RunningCollector, fleet: Fleet, new: list[Identity], rules_dir: Path, *,
           idle_s: float, load_s: float, rate: float, fanout_runs: int,
-          rules_version: int) -> dict[str, Any]:
-    """Grow the fleet by ``new`` agents and measure this size."""
+          rules_version: int, profile: Path | None = None) -> dict[str, Any]:
+    """Grow the fleet by ``new`` agents and measure this size (``profile``: sample the
+    collector with py-spy during the first fan-out)."""
     with Meter(c.proc.pid) as mc:
         conn = fleet.connect(new, rules_version=rules_version)
     n = fleet.size
@@ -72,7 +74,7 @@ def stage(c: RunningCollector, fleet: Fleet, new: list[Identity], rules_dir: Pat
     with Meter(c.proc.pid) as m:
         time.sleep(idle_s)
     sim1 = fleet.stats()
-    result["idle"] = {**m.result, "alive": sim1["alive"],
+    result["idle"] = {**m.result, "alive": sim1["alive"], "reconnects": sim1["reconnects"],
                       "heartbeats": sim1["heartbeats"] - sim0["heartbeats"],
                       "simulator_rss_mib": sim1["rss_kib"] / 1024,
                       "simulator_cpu_percent": (sim1["cpu_s"] - sim0["cpu_s"]) / idle_s * 100}
@@ -83,7 +85,12 @@ def stage(c: RunningCollector, fleet: Fleet, new: list[Identity], rules_dir: Pat
                       "sent": sum(r["sent"] for r in rs), "acked": sum(r["acked"] for r in rs),
                       "ack_latency": summary(lat), "collector_cpu_percent": m.result["cpu_percent"],
                       "collector_rss_mib": m.result["rss_mib"]}
-    runs = [fanout(c, fleet, rules_dir, n) for _ in range(fanout_runs)]
+    runs = []
+    for i in range(fanout_runs):
+        with Profile(c.proc.pid, profile if i == 0 else None) as prof:
+            runs.append(fanout(c, fleet, rules_dir, n))
+        if prof.summary:
+            runs[-1]["profile"] = prof.summary
     done = [r["all_acked_s"] for r in runs if r["all_acked_s"] is not None]
     result["fanout"] = {"runs": runs,
                         "median_all_acked_s": statistics.median(done) if done else None}

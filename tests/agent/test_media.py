@@ -53,6 +53,7 @@ class Running:
 
         self.thread = threading.Thread(target=src.run, args=(on_event, self.stop), daemon=True)
         self.thread.start()
+        assert src.ready.wait(timeout=30), "the media source never read the mount table"
 
     def caps(self, event: str) -> list[pb.Capture]:
         return [c for c in self.spool.all() if c.media.event == event]

@@ -48,7 +48,8 @@ def test_typed_phrase_survives_outage_and_restart_exactly_once(x: XDesktop,
     try:
         token = c.create_token(group="secondary")
         enroll_cli(data, c.enrol_addr, token, c.ca_path, c.stream_addr)
-        agent = AgentProcess(data, config_file=cfg, env=x.env).start()
+        agent = AgentProcess(data, config_file=cfg, env=x.env,
+                             extra_args=("--verbose",)).start()
         agent.wait_for_log("Vigil agent is running")
         # the collector pushes its signed rules (version 1); the agent pins and applies them
         wait_for(lambda: rules_version(data) == 1, timeout=30, what="rules version 1")
@@ -56,7 +57,7 @@ def test_typed_phrase_survives_outage_and_restart_exactly_once(x: XDesktop,
             [sys.executable, "-m", "agent.cli", "status", "--data-dir", str(data)],
             capture_output=True, text=True, timeout=60).stdout) and out, what="status")
         assert f"Collector: {c.stream_addr}" in status and "Rules version: 1" in status
-        x.open_xterm("Form tutor chat")
+        agent.wait_for_focus(x.open_xterm("Form tutor chat"))
         x.type_text("echo my wombat glasshouse tangerine")
         x.key("Return")
         x.type_text("echo this is the collector test phrase")
@@ -68,7 +69,7 @@ def test_typed_phrase_survives_outage_and_restart_exactly_once(x: XDesktop,
         wait_for(lambda: not spool_captures(data), what="the spool to empty after the ack")
 
         assert c.stop() == 0  # outage
-        x.open_xterm("Second window")
+        agent.wait_for_focus(x.open_xterm("Second window"))
         x.type_text("echo collector test phrase while offline")
         x.key("Return")
         [waiting] = wait_for(lambda: spool_captures(data), what="the capture in the spool")

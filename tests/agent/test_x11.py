@@ -26,7 +26,8 @@ def agent(x: XDesktop, tmp_path: Path, library: Path) -> Iterator[AgentProcess]:
     cfg = write_config(tmp_path / "agent.toml", rules_library=str(library),
                        watch_media=False, screenshot_min_severity=6)
     x.close_windows()  # start every test on a bare desktop
-    with AgentProcess(tmp_path / "data", config_file=cfg, env=x.env) as proc:
+    with AgentProcess(tmp_path / "data", config_file=cfg, env=x.env,
+                      extra_args=("--verbose",)) as proc:
         proc.wait_for_log("Vigil agent is running")
         yield proc
     print(proc.output)  # shown by pytest when a test fails
@@ -38,7 +39,7 @@ def caps(agent: AgentProcess, rule_id: str) -> list[pb.Capture]:
 
 
 def test_typed_phrase_becomes_capture_in_spool(x: XDesktop, agent: AgentProcess) -> None:
-    x.open_xterm("Homework notes")
+    agent.wait_for_focus(x.open_xterm("Homework notes"))
     x.type_text("echo sometimes I cut myself")
     x.key("Return")
     [cap] = wait_for(lambda: caps(agent, "self_harm.test"), what="the typed-phrase capture")
@@ -60,8 +61,10 @@ def test_focus_change_resets_context(x: XDesktop, agent: AgentProcess) -> None:
     a = x.open_xterm("Window A")
     b = x.open_xterm("Window B")
     x.activate(a)
+    agent.wait_for_focus(a)
     x.type_text("echo nobody likes")
     x.activate(b)
+    agent.wait_for_focus(b)
     x.type_text(" you")  # the phrase is split across two windows: no hit
     x.type_text(" echo want to disappear")
     x.key("Return")
@@ -72,9 +75,10 @@ def test_focus_change_resets_context(x: XDesktop, agent: AgentProcess) -> None:
 
 def test_excluded_window_is_not_matched(x: XDesktop, agent: AgentProcess) -> None:
     secret = x.open_xterm("KeePassXC - Passwords.kdbx")
+    agent.wait_for_focus(secret)
     x.type_text("echo i want to disappear nobody likes you")
     x.key("Return")
-    x.open_xterm("Diary")
+    agent.wait_for_focus(x.open_xterm("Diary"))
     x.type_text("echo i cut myself")
     x.key("Return")
     wait_for(lambda: caps(agent, "self_harm.test"), what="the capture typed after leaving")
@@ -88,7 +92,7 @@ def test_status_while_running_and_install_check(x: XDesktop, agent: AgentProcess
     import subprocess
     import sys
 
-    x.open_xterm("Status check")
+    agent.wait_for_focus(x.open_xterm("Status check"))
     x.type_text("echo nobody likes you")
     x.key("Return")
     wait_for(lambda: caps(agent, "bullying.test"), what="a capture to report")

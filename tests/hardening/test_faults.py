@@ -3,7 +3,7 @@ real agent killed mid-batch, outages, a full spool, a locked store, a half-open 
 
 Sizes scale with environment variables (see docs/security.md for the values used in CI):
 ``VIGIL_HARDENING_LOAD`` (captures in the collector-kill test, default 100000) and
-``VIGIL_HARDENING_SPOOL`` (captures accumulated during an outage, default 10000).
+``VIGIL_HARDENING_SPOOL`` (captures accumulated during an outage, default 20000).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from tests.support.collector import RunningCollector, start_collector, toml_dump
 from .helpers import RULES_V1, Proxy, client, poll
 
 LOAD = int(os.environ.get("VIGIL_HARDENING_LOAD", "100000"))
-SPOOLED = int(os.environ.get("VIGIL_HARDENING_SPOOL", "10000"))
+SPOOLED = int(os.environ.get("VIGIL_HARDENING_SPOOL", "20000"))
 
 
 class LoadClient:
@@ -41,12 +41,20 @@ class LoadClient:
 
     def __init__(self, ac: AgentClient, captures: list[pb.Capture]) -> None:
         self.ac = ac
-        self.todo = {c.id: c for c in captures}
+        half = len(captures) // 2
+        self.todo = {c.id: c for c in captures[:half]}
+        self.later = {c.id: c for c in captures[half:]}  # sent once ``gate`` opens
         self.acked: set[str] = set()
         self.sessions = 0
 
-    async def run(self, address: list[str], deadline: float) -> None:
-        while self.todo and time.monotonic() < deadline:
+    async def run(self, address: list[str], deadline: float, gate: asyncio.Event) -> None:
+        while (self.todo or self.later) and time.monotonic() < deadline:
+            if gate.is_set() and self.later:
+                self.todo.update(self.later)
+                self.later = {}
+            if not self.todo:
+                await gate.wait()
+                continue
             self.ac.stream_addr = address[0]
             self.sessions += 1
             try:
@@ -96,11 +104,13 @@ async def test_collector_sigkill_under_load_stores_every_capture_exactly_once(
             clients.append(LoadClient(ac, caps))
         address = [c.stream_addr]
         deadline = time.monotonic() + 240
-        runs = asyncio.gather(*(lc.run(address, deadline) for lc in clients))
+        gate = asyncio.Event()  # the second half of the load starts after the kill
+        runs = asyncio.gather(*(lc.run(address, deadline, gate) for lc in clients))
         total = per * 4
-        # kill the collector hard once a third of the load has been acknowledged
-        await poll(lambda: sum(len(lc.acked) for lc in clients) >= total // 3 or runs.done(),
-                   timeout=120, what="a third of the load acked")
+        # kill the collector hard once a fifth of the load has been acknowledged (the first
+        # half is still streaming, with batches in flight)
+        await poll(lambda: sum(len(lc.acked) for lc in clients) >= total // 5 or runs.done(),
+                   timeout=120, what="a fifth of the load acked")
         assert not runs.done(), "the load finished before the kill"
         c.proc.send_signal(signal.SIGKILL)
         c.proc.wait(30)
@@ -111,6 +121,7 @@ async def test_collector_sigkill_under_load_stores_every_capture_exactly_once(
         c.stop()
         c = start_collector(tmp_path)  # same data dir; `init` is idempotent
         address[0] = c.stream_addr
+        gate.set()
         await runs
         ids = _stored_ids(c)
         want = {cap_id for lc in clients for cap_id in lc.acked}
@@ -120,7 +131,9 @@ async def test_collector_sigkill_under_load_stores_every_capture_exactly_once(
         # redelivery after the crash never double-counted a capture in the DSL queue
         assert c.query("SELECT SUM(count) FROM queue_items")[0][0] + c.query(
             "SELECT COUNT(*) FROM captures WHERE queue_item_id IS NULL")[0][0] == total
-        assert sum(lc.sessions for lc in clients) > 4  # they really had to reconnect
+        # they really were cut off mid-load and had to reconnect and resend
+        assert sum(lc.sessions for lc in clients) > 4
+        assert len(acked_at_kill) < total // 2
         assert c.query("PRAGMA integrity_check") == [("ok",)]
     finally:
         c.stop()

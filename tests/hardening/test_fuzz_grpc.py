@@ -24,7 +24,7 @@ from proto.identity import MAX_MESSAGE_BYTES
 from tests.support.agent_client import AgentClient, make_capture
 from tests.support.collector import RunningCollector
 
-from .helpers import client
+from .helpers import client, run_async
 
 CONNECT = "/vigil.v1.Collector/Connect"
 ENROLL = "/vigil.v1.Enrollment/Enroll"
@@ -85,7 +85,7 @@ class GoodAgent:
 @pytest.fixture(scope="module")
 def fuzzer(collector: RunningCollector) -> Iterator[grpc.Channel]:
     a: AgentClient = client(collector, "pc-fuzz")
-    asyncio.run(a.enrol(collector.create_token()))
+    run_async(a.enrol(collector.create_token()))
     assert a.cert_pem is not None
     creds = grpc.ssl_channel_credentials(root_certificates=collector.ca_pem,
                                          private_key=a.key_pem, certificate_chain=a.cert_pem)

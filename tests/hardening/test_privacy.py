@@ -133,3 +133,38 @@ async def test_purge_removes_rows_screenshots_and_leaves_no_residue(tmp_path: Pa
             v for k, v in _files(c.data_dir).items() if "vigil.db" in k)
     finally:
         c.stop()
+
+
+async def test_collector_cannot_widen_the_agents_context_window_without_bound(
+        tmp_path: Path) -> None:
+    """The context around a hit is the privacy bound on typed text. A collector (mis)configured
+    with a huge ``ingest.context_chars`` pushes it to every agent in AgentConfig; the agent
+    must clamp it, or whole typed paragraphs leave the laptop around any hit."""
+    from agent.config import Config
+    from agent.enrol import enroll
+    from agent.paths import DataDir
+    from agent.sources import KeyEvent
+    from tests.support.agent import InProcessAgent, no_backends
+
+    c = start_collector(tmp_path, {"ingest": {"context_chars": 100_000}})
+    try:
+        data = DataDir(tmp_path / "agent").ensure()
+        await asyncio.to_thread(enroll, data, c.enrol_addr, c.create_token(), c.ca_path,
+                                c.stream_addr)
+        config = Config(rules_library=str(RULES_V1), watch_window=False, watch_media=False,
+                        heartbeat_seconds=1)
+        filler = " ".join(["lorem ipsum dolor sit amet"] * 80)  # ~2 000 characters
+        async with InProcessAgent(data, config, backends=no_backends()) as agent:
+            await agent.wait_for(lambda: agent.runtime.config.context_chars != 120,
+                                 what="the collector's AgentConfig")
+            for ch in f"{filler} collector test phrase {filler}":
+                agent.runtime.monitor.on_key(KeyEvent("char", ch))
+            agent.runtime.monitor.on_key(KeyEvent("reset"))
+            await agent.wait_for(lambda: c.query("SELECT context FROM captures"), timeout=30,
+                                 what="the capture")
+            sent = agent.runtime.config.context_chars
+        [(ctx,)] = c.query("SELECT context FROM captures")
+        assert sent <= 500, f"agent accepted a context window of {sent} characters"
+        assert len(ctx) <= 500
+    finally:
+        c.stop()

@@ -15,6 +15,7 @@ As a process (what a pupil's laptop runs; real X display via ``env``)::
     enroll_cli(data_dir, "127.0.0.1:7444", token, ca_file)        # vigil-agent enroll
     with AgentProcess(data_dir, config_file=cfg, env=x.env) as proc:
         proc.wait_for_log("Vigil agent is running")
+        proc.wait_for_focus(window_id)      # with extra_args=("--verbose",)
         ...
     print(proc.output)                                           # stderr+stdout of the agent
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -180,6 +182,23 @@ class AgentProcess:
                 raise TimeoutError(f"no {text!r} in agent output after {timeout:.0f}s:\n"
                                    f"{self.output}")
             time.sleep(0.05)
+
+    def current_focus(self) -> int | None:
+        """The window id the agent last saw take focus (needs ``--verbose``: the agent logs
+        ``focus: window 0x...`` at debug level; titles are never logged)."""
+        ids = re.findall(r"focus: window (0x[0-9a-f]+)", self.output)
+        return int(ids[-1], 16) if ids else None
+
+    def wait_for_focus(self, window: int, timeout: float = 30.0) -> None:
+        """Wait until the agent has processed the focus change to *window* (so keys typed
+        next are attributed to it). Start the agent with ``extra_args=("--verbose",)``."""
+        deadline = time.monotonic() + timeout
+        while self.current_focus() != window:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"agent exited ({self.proc.returncode}):\n{self.output}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"agent never saw window {window:#x} take focus")
+            time.sleep(0.02)
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, wait for a clean exit; returns the exit status."""

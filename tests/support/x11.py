@@ -80,11 +80,27 @@ class XDesktop:
                 buf += chunk
         self.display = ":" + buf.decode().strip()
         if self.window_manager:
-            self._procs.append(subprocess.Popen(
-                ["openbox", "--sm-disable"], env=self.env, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL))
-            wait_for(self._wm_ready, timeout=20, what="openbox to manage the display")
+            self._start_openbox()
         return self
+
+    def _start_openbox(self) -> None:
+        log = self._tmp / "openbox.log"
+        for attempt in range(3):  # openbox occasionally dies at start-up on a busy machine
+            with open(log, "ab") as fh:
+                wm = subprocess.Popen(["openbox", "--sm-disable"], env=self.env,
+                                      stdout=fh, stderr=fh)
+            self._procs.append(wm)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and wm.poll() is None:
+                if self._wm_ready():
+                    return
+                time.sleep(0.05)
+            if wm.poll() is None:
+                wm.terminate()
+                wm.wait(timeout=10)
+            if attempt == 2:
+                raise TimeoutError("openbox did not manage the display: "
+                                   + log.read_text(errors="replace")[-2000:])
 
     def stop(self) -> None:
         for p in reversed(self._procs):
