@@ -71,6 +71,9 @@ class Proxy:
         self.upstream_bytes = bytearray()
         self.accepted = 0
         self.blackholed_upto = 0
+        #: upstream byte counts at which to reset the connection (a drop mid-stream)
+        self.cut_at: list[int] = []
+        self.cuts = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._server: asyncio.AbstractServer | None = None
@@ -114,6 +117,13 @@ class Proxy:
             self._thread.join(10)
         self._loop.close()
 
+    def drop_existing(self) -> None:
+        """Reset every open connection now (a network drop); new ones are forwarded."""
+        def _drop() -> None:
+            for w in list(self._writers):
+                w.transport.abort()
+        self._loop.call_soon_threadsafe(_drop)
+
     def blackhole_existing(self) -> None:
         """Every connection open now goes silent (half-open); new ones are forwarded."""
         self.blackholed_upto = self.accepted
@@ -145,6 +155,12 @@ class Proxy:
                         self.upstream_bytes.extend(data)
                     dst.write(data)
                     await dst.drain()
+                    if record and self.cut_at and len(self.upstream_bytes) >= self.cut_at[0]:
+                        self.cut_at.pop(0)
+                        self.cuts += 1
+                        writer.transport.abort()
+                        up_w.transport.abort()
+                        break
             except (OSError, asyncio.CancelledError):
                 pass
             finally:

@@ -15,6 +15,7 @@ import os
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -26,7 +27,7 @@ from agent.paths import DataDir
 from agent.spool import Spool
 from proto import vigil_pb2 as pb
 from tests.support.agent import AgentProcess, InProcessAgent, no_backends, spool_captures
-from tests.support.agent_client import AgentClient, make_capture
+from tests.support.agent_client import AgentClient, Stream, make_capture
 from tests.support.collector import RunningCollector, start_collector, toml_dumps
 
 from .helpers import RULES_V1, Proxy, client, poll
@@ -37,15 +38,25 @@ SPOOLED = int(os.environ.get("VIGIL_HARDENING_SPOOL", "20000"))
 
 class LoadClient:
     """An agent-like client that behaves like the real uplink: resend everything unacked on a
-    new stream after any failure, with a bounded number of batches in flight."""
+    new stream after any failure, with a bounded number of batches in flight.
 
-    def __init__(self, ac: AgentClient, captures: list[pb.Capture]) -> None:
+    The first half of its captures is sent at once; the second half once ``gate`` opens.
+    ``progress`` is called after every batch (the test uses it to pull the trigger while
+    batches are in flight)."""
+
+    def __init__(self, ac: AgentClient, captures: list[pb.Capture],
+                 progress: Callable[[], None]) -> None:
         self.ac = ac
         half = len(captures) // 2
         self.todo = {c.id: c for c in captures[:half]}
-        self.later = {c.id: c for c in captures[half:]}  # sent once ``gate`` opens
-        self.acked: set[str] = set()
+        self.later = {c.id: c for c in captures[half:]}
+        self.progress = progress
+        self.streams: list[Stream] = []
         self.sessions = 0
+
+    @property
+    def acked(self) -> set[str]:
+        return set().union(*(s.acked for s in self.streams))
 
     async def run(self, address: list[str], deadline: float, gate: asyncio.Event) -> None:
         while (self.todo or self.later) and time.monotonic() < deadline:
@@ -59,31 +70,27 @@ class LoadClient:
             self.sessions += 1
             try:
                 async with self.ac.connect() as s:
+                    self.streams.append(s)
                     try:
                         await s.heartbeat()
                         await self._session(s)
                     finally:
-                        self._collect(s.acked)
+                        for i in s.acked & self.todo.keys():
+                            del self.todo[i]
             except (grpc.aio.AioRpcError, ConnectionError, TimeoutError, OSError):
                 await asyncio.sleep(0.2)  # reconnect back-off (pacing, not synchronisation)
 
-    def _collect(self, acked: set[str]) -> None:
-        for i in acked & self.todo.keys():
-            del self.todo[i]
-        self.acked |= acked
-
-    async def _session(self, s: object) -> None:
-        stream = s  # tests.support.agent_client.Stream
+    async def _session(self, s: Stream) -> None:
         ids = list(self.todo)
         batches = [ids[i:i + 250] for i in range(0, len(ids), 250)]
         for n, batch in enumerate(batches):
-            await stream.send_captures([self.todo[i] for i in batch])  # type: ignore[attr-defined]
+            await s.send_captures([self.todo[i] for i in batch])
+            self.progress()
             if n >= 4:
                 old = set(batches[n - 4])
-                await stream.wait_for(lambda st, old=old: old <= st.acked,  # type: ignore[attr-defined]
-                                      timeout=30)
+                await s.wait_for(lambda st, old=old: old <= st.acked, timeout=30)
         want = set(ids)
-        await stream.wait_for(lambda st: want <= st.acked, timeout=60)  # type: ignore[attr-defined]
+        await s.wait_for(lambda st: want <= st.acked, timeout=60)
 
 
 def _stored_ids(c: RunningCollector) -> list[str]:
@@ -94,30 +101,38 @@ async def test_collector_sigkill_under_load_stores_every_capture_exactly_once(
         tmp_path: Path) -> None:
     c = start_collector(tmp_path)
     clients: list[LoadClient] = []
+    total = (LOAD // 4) * 4
+    killed = asyncio.Event()
+
+    def progress() -> None:
+        # SIGKILL from inside the load, the moment a fifth of it is acknowledged: the first
+        # half is still streaming, with batches in flight, on every client
+        if not killed.is_set() and sum(len(s.acked) for lc in clients
+                                       for s in lc.streams) >= total // 5:
+            c.proc.send_signal(signal.SIGKILL)
+            killed.set()
+
     try:
-        per = LOAD // 4
         for k in range(4):
             ac = client(c, f"pc-load-{k}")
             await ac.enrol(c.create_token())
             caps = [make_capture(f"k{k}-{i:06d}", severity=1 + i % 5, rule_id=f"load.r{i % 7}",
-                                 os_user=f"pupil{i % 50}") for i in range(per)]
-            clients.append(LoadClient(ac, caps))
+                                 os_user=f"pupil{i % 50}") for i in range(total // 4)]
+            clients.append(LoadClient(ac, caps, progress))
         address = [c.stream_addr]
         deadline = time.monotonic() + 240
-        gate = asyncio.Event()  # the second half of the load starts after the kill
+        gate = asyncio.Event()  # the second half of the load starts after the restart
         runs = asyncio.gather(*(lc.run(address, deadline, gate) for lc in clients))
-        total = per * 4
-        # kill the collector hard once a fifth of the load has been acknowledged (the first
-        # half is still streaming, with batches in flight)
-        await poll(lambda: sum(len(lc.acked) for lc in clients) >= total // 5 or runs.done(),
-                   timeout=120, what="a fifth of the load acked")
-        assert not runs.done(), "the load finished before the kill"
-        c.proc.send_signal(signal.SIGKILL)
-        c.proc.wait(30)
+        await poll(lambda: killed.is_set() or runs.done(), timeout=120, what="the kill")
+        assert killed.is_set(), "the load finished before the kill"
+        await asyncio.to_thread(c.proc.wait, 30)
+        await poll(lambda: all(s.closed.is_set() for lc in clients for s in lc.streams),
+                   what="every stream to notice the collector is gone")
         acked_at_kill = set().union(*(lc.acked for lc in clients))
         # nothing was acknowledged that was not durably stored
         stored_after_kill = set(_stored_ids(c))
         assert acked_at_kill <= stored_after_kill, len(acked_at_kill - stored_after_kill)
+        assert len(acked_at_kill) < total // 2  # really killed mid-load
         c.stop()
         c = start_collector(tmp_path)  # same data dir; `init` is idempotent
         address[0] = c.stream_addr
@@ -131,9 +146,7 @@ async def test_collector_sigkill_under_load_stores_every_capture_exactly_once(
         # redelivery after the crash never double-counted a capture in the DSL queue
         assert c.query("SELECT SUM(count) FROM queue_items")[0][0] + c.query(
             "SELECT COUNT(*) FROM captures WHERE queue_item_id IS NULL")[0][0] == total
-        # they really were cut off mid-load and had to reconnect and resend
-        assert sum(lc.sessions for lc in clients) > 4
-        assert len(acked_at_kill) < total // 2
+        assert sum(lc.sessions for lc in clients) > 4  # they had to reconnect and resend
         assert c.query("PRAGMA integrity_check") == [("ok",)]
     finally:
         c.stop()
@@ -351,7 +364,8 @@ async def test_store_locked_or_disk_full_means_backoff_no_ack_then_recovery(
                     agent.runtime.spool.put(cap)
                 await agent.wait_for(lambda: "store busy" in c.log() or "store error"
                                      in c.log(), what="the collector to refuse the commit")
-                await agent.wait_for(lambda: up._paused_until > 0, what="the agent backing off")
+                await agent.wait_for(lambda: "UNAVAILABLE" in up.last_error
+                                     or up._paused_until > 0, what="the agent backing off")
                 # nothing acknowledged that was not stored: all still in the spool
                 assert agent.runtime.spool.stats().depth == len(caps)
             finally:
@@ -414,6 +428,39 @@ async def test_half_open_connection_is_detected_by_keepalive_and_agent_reconnect
             await agent.wait_for(lambda: not spool_captures(data.root), timeout=60,
                                  what="the second capture delivered on the new stream")
         assert set(_stored_ids(c)) == {"h-first", "h-second"}
+    finally:
+        proxy.stop()
+        c.stop()
+
+
+async def test_network_drop_mid_stream_reconnects_and_resends_in_flight(tmp_path: Path) -> None:
+    c = start_collector(tmp_path)
+    proxy = Proxy(c.stream_addr).start()
+    try:
+        data = await _enrolled_data_dir(c, tmp_path / "agent", proxy.address)
+        config = Config(rules_library=str(RULES_V1), watch_keys=False, watch_window=False,
+                        watch_media=False, backoff_initial_seconds=0.2,
+                        backoff_max_seconds=1.0, batch_size=50)
+        caps = [make_capture(f"n-{i:05d}", severity=1 + i % 5) for i in range(3000)]
+        async with InProcessAgent(data, config, backends=no_backends()) as agent:
+            up = agent.runtime.uplink
+            assert up is not None
+            # the proxy resets the connection three times in the middle of the upload
+            start = len(proxy.upstream_bytes)
+            proxy.cut_at = [start + 60_000, start + 180_000, start + 300_000]
+            await asyncio.to_thread(lambda: [agent.runtime.spool.put(x) for x in caps])
+            try:
+                await agent.wait_for(lambda: agent.runtime.spool.stats().depth == 0,
+                                     timeout=90, what="delivery after the drops")
+            except TimeoutError:
+                raise AssertionError(
+                    f"stalled: depth {agent.runtime.spool.stats().depth}, cuts {proxy.cuts}, "
+                    f"sessions {up.sessions}, connected {up.connected}, inflight "
+                    f"{len(up._inflight)}, last error {up.last_error!r}, stored "
+                    f"{c.query('SELECT COUNT(*) FROM captures')[0][0]}") from None
+            assert proxy.cuts == 3 and up.sessions >= 4
+        ids = _stored_ids(c)
+        assert len(ids) == len(set(ids)) == len(caps) and set(ids) == {x.id for x in caps}
     finally:
         proxy.stop()
         c.stop()

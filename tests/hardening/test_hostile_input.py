@@ -8,7 +8,6 @@ capture and must not stop monitoring.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import subprocess

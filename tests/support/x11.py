@@ -116,7 +116,11 @@ class XDesktop:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> XDesktop:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # never leak an Xvfb when start-up fails
+            raise
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
