@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import rules
 from proto import vigil_pb2 as pb
 
 from .capture import CaptureBuilder, Where
@@ -34,13 +35,30 @@ __all__ = ["Monitor"]
 log = logging.getLogger(__name__)
 
 
+def _age_band(group: str) -> str | None:
+    """The rules age band for *group*, or None (every band's rules) if it is not one.
+
+    A device's enrolment group is a school's own name ("year-9", "trolley-2"), not an age
+    band; the collector names the band in AgentConfig once the pupil is known. Until then,
+    matching with every band's rules is the safe choice: a concern is never missed because
+    the band is not yet known.
+    """
+    if not group:
+        return None
+    if group in rules.GROUPS:
+        return group
+    log.info("group %r is not an age band (%s): matching every band's rules until the "
+             "collector names one", group, ", ".join(rules.GROUPS))
+    return None
+
+
 class Monitor:
     def __init__(self, config: Config, rules: ActiveRules, builder: CaptureBuilder,
                  on_window_built: Callable[[WindowInfo], None] | None = None) -> None:
         self.config = config
         self.rules = rules
         self.builder = builder
-        self.group: str | None = config.group or None
+        self.group: str | None = _age_band(config.group)
         self._lock = threading.RLock()
         self._window: WindowInfo | None = None
         self._window_matcher: Any = None
@@ -66,7 +84,7 @@ class Monitor:
     def apply_config(self, config: Config) -> None:
         """Apply settings from the collector's AgentConfig (group, context, exclusions)."""
         self.config = config
-        self.group = config.group or None
+        self.group = _age_band(config.group)
         self.builder.screenshot_min_severity = config.screenshot_min_severity
         self.keys.set_exclusions(Exclusions.of(config.excluded_windows,
                                                config.excluded_processes))

@@ -120,7 +120,7 @@ def test_typed_concern_reaches_the_dsl_who_works_it_to_closure(
                        "--site", "default", "--display-name", "Dee Ess-Ell",
                        "--password-stdin", stdin=PASSWORD + "\n")
         token = _collector_cli(c.data_dir, "token", "create", "--site", "default",
-                               "--group", "secondary", "--age-band", "secondary").split()[0]
+                               "--group", "year-9", "--age-band", "secondary").split()[0]
 
         with XDesktop() as x:
             enroll_cli(agent_dir, c.enrol_addr, token, c.ca_path, collector=c.stream_addr,
