@@ -20,9 +20,23 @@ from proto import vigil_pb2 as pb
 
 from .spool import Spool
 
-__all__ = ["CaptureBuilder", "Where", "grab_screenshot", "screenshot_allowed"]
+__all__ = ["CaptureBuilder", "Where", "grab_screenshot", "screenshot_allowed", "wire_text"]
 
 log = logging.getLogger(__name__)
+
+
+def wire_text(text: str) -> str:
+    """*text* made safe for protobuf (UTF-8 only): lone surrogates become U+FFFD.
+
+    They arrive from the OS, not from typing: a file name or mount point that is not UTF-8
+    (``os.fsdecode`` keeps its bytes as surrogates) or a window title with an unpaired
+    UTF-16 half. Such text must still become a capture, never an exception.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 _SOURCES = {"keys": pb.SOURCE_KEYS, "window": pb.SOURCE_WINDOW, "media": pb.SOURCE_MEDIA}
 _KINDS = {"exact": pb.MATCH_KIND_EXACT, "normalised": pb.MATCH_KIND_NORMALISED}
@@ -119,8 +133,8 @@ class CaptureBuilder:
         cap = pb.Capture(
             id=_uuid7(), os_user=self.os_user, time_unix_ms=ms, last_time_unix_ms=ms, count=1,
             source=_SOURCES[source], rule_id=rule.id, category=rule.category,
-            severity=int(rule.severity), match=match, context=context,
-            window_title=where.window_title, process=where.process,
+            severity=int(rule.severity), match=wire_text(match), context=wire_text(context),
+            window_title=wire_text(where.window_title), process=wire_text(where.process),
             match_kind=_KINDS.get(kind, pb.MATCH_KIND_UNSPECIFIED),
             rules_version=int(self.rules_version()), hostname=self.hostname)
         if source != "media" and screenshot_allowed(rule, self.screenshot_min_severity):

@@ -12,10 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_EXCLUDED_PROCESSES", "DEFAULT_EXCLUDED_WINDOWS", "Config", "ConfigError",
+__all__ = ["DEFAULT_EXCLUDED_PROCESSES", "DEFAULT_EXCLUDED_WINDOWS", "MAX_CONTEXT_CHARS",
+           "Config", "ConfigError",
            "load_config"]
 
 #: Window-title substrings (case-insensitive) where typed keys are never matched.
+#: The most context around a hit the agent will ever keep or send, whatever a config file or
+#: the collector asks for: the privacy bound is enforced on the laptop, not on the server.
+MAX_CONTEXT_CHARS = 500
+
 DEFAULT_EXCLUDED_WINDOWS: tuple[str, ...] = (
     "password", "passwort", "keepass", "1password", "bitwarden", "lastpass", "dashlane",
     "sign in", "sign-in", "signin", "log in", "log-in", "login", "logon",
@@ -113,8 +118,9 @@ def _validate(cfg: Config, file: str | None) -> Config:
     if not 1 <= cfg.screenshot_min_severity <= 6:
         raise ConfigError("must be between 1 and 6 (6 turns screenshots off)", file=file,
                           key="screenshot_min_severity")
-    if cfg.context_chars < 10:
-        raise ConfigError("must be at least 10", file=file, key="context_chars")
+    if not 10 <= cfg.context_chars <= MAX_CONTEXT_CHARS:
+        raise ConfigError(f"must be between 10 and {MAX_CONTEXT_CHARS}", file=file,
+                          key="context_chars")
     if cfg.batch_size < 1:
         raise ConfigError("must be at least 1", file=file, key="batch_size")
     if cfg.collector and ":" not in cfg.collector:
@@ -141,6 +147,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
                               hint="fix the syntax at the position shown") from None
         except OSError as exc:
             raise ConfigError(f"cannot read: {exc.strerror}", file=fname) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text (byte {exc.start})", file=fname,
+                              hint="save the file as UTF-8") from None
         # [agent] holds the settings; [enroll] belongs to the session launcher (installers).
         section = data.get("agent", {k: v for k, v in data.items() if k not in _OTHER_TABLES})
         if not isinstance(section, dict):

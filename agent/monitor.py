@@ -15,7 +15,7 @@ from typing import Any
 import rules
 from proto import vigil_pb2 as pb
 
-from .capture import CaptureBuilder, Where
+from .capture import CaptureBuilder, Where, wire_text
 from .config import Config
 from .exclusion import Exclusions
 from .keystream import KeyStream
@@ -117,9 +117,10 @@ class Monitor:
             self.builder.hit(hit, "keys", where)
 
     def on_media(self, ev: MediaEvent) -> None:
-        info = pb.MediaInfo(event=ev.event, label=ev.label, fstype=ev.fstype,
-                            size_bytes=ev.size_bytes, mount_point=ev.mount_point,
-                            files_written=ev.files_written, file_name=ev.file_name)
+        info = pb.MediaInfo(event=ev.event, label=wire_text(ev.label),
+                            fstype=wire_text(ev.fstype), size_bytes=ev.size_bytes,
+                            mount_point=wire_text(ev.mount_point),
+                            files_written=ev.files_written, file_name=wire_text(ev.file_name))
         log.info("removable volume %s: %s (%s)", ev.event, ev.mount_point, ev.fstype)
         if ev.event in ("mounted", "unmounted"):
             for rule in self.rules.ruleset.mount_rules(self.group):

@@ -24,7 +24,7 @@ from proto import vigil_pb2 as pb
 
 from . import __version__
 from .capture import CaptureBuilder, grab_screenshot
-from .config import Config
+from .config import MAX_CONTEXT_CHARS, Config
 from .enrol import Device, load_device
 from .monitor import Monitor
 from .paths import DataDir
@@ -106,7 +106,11 @@ class AgentRuntime:
         if msg.heartbeat_seconds:
             changes["heartbeat_seconds"] = int(msg.heartbeat_seconds)
         if msg.context_chars:
-            changes["context_chars"] = max(10, int(msg.context_chars))
+            wanted = int(msg.context_chars)
+            changes["context_chars"] = min(MAX_CONTEXT_CHARS, max(10, wanted))
+            if wanted > MAX_CONTEXT_CHARS:
+                log.warning("collector asked for %d characters of context; the agent's bound "
+                            "is %d", wanted, MAX_CONTEXT_CHARS)
         if msg.screenshot_min_severity:
             changes["screenshot_min_severity"] = min(6, int(msg.screenshot_min_severity))
         if msg.excluded_windows:

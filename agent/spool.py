@@ -70,6 +70,9 @@ class Spool:
                                    f"({SCHEMA_VERSION}); upgrade the agent")
             # Anything marked sent by a previous process was never acknowledged.
             self._db.execute("UPDATE captures SET sent = 0 WHERE sent = 1")
+            # Bytes held, kept in step with every insert/update/delete below so that a put
+            # costs the same with 10 or 100,000 captures waiting (no SUM over the table).
+            self._total = self._bytes()
 
     def close(self) -> None:
         with self._lock:
@@ -81,13 +84,14 @@ class Spool:
         payload = capture.SerializeToString()
         size, sev = len(payload), int(capture.severity)
         with self._lock, self._tx():
-            total = self._bytes()
+            total = self._total
             while total + size > self.max_bytes:
                 victim = self._db.execute(
                     "SELECT seq, severity, size FROM captures WHERE severity < ? "
                     "ORDER BY severity, seq LIMIT 1", (NEVER_DROP_SEVERITY,)).fetchone()
                 if sev < NEVER_DROP_SEVERITY and (victim is None or sev <= victim[1]):
                     self._count("spool_full")
+                    self._total = total
                     return False
                 if victim is None:
                     self._count("over_bound")
@@ -95,9 +99,10 @@ class Spool:
                 self._db.execute("DELETE FROM captures WHERE seq = ?", (victim[0],))
                 self._count("spool_full")
                 total -= victim[2]
-            self._db.execute(
+            cur = self._db.execute(
                 "INSERT OR IGNORE INTO captures (id, severity, size, payload) VALUES (?,?,?,?)",
                 (capture.id, sev, size, payload))
+            self._total = total + (size if cur.rowcount == 1 else 0)
         if self.on_put is not None:
             self.on_put()
         return True
@@ -105,8 +110,9 @@ class Spool:
     def bump(self, capture_id: str, last_time_ms: int) -> bool:
         """Merge a repeat into an unsent capture: count += 1. False if sent or gone."""
         with self._lock, self._tx():
-            row = self._db.execute("SELECT payload FROM captures WHERE id = ? AND sent = 0",
-                                   (capture_id,)).fetchone()
+            row = self._db.execute(
+                "SELECT payload, size FROM captures WHERE id = ? AND sent = 0",
+                (capture_id,)).fetchone()
             if row is None:
                 return False
             cap = pb.Capture.FromString(row[0])
@@ -115,6 +121,7 @@ class Spool:
             payload = cap.SerializeToString()
             self._db.execute("UPDATE captures SET payload = ?, size = ? WHERE id = ?",
                              (payload, len(payload), capture_id))
+            self._total += len(payload) - int(row[1])
         return True
 
     def count_drop(self, reason: str, n: int = 1) -> None:
@@ -139,13 +146,22 @@ class Spool:
 
     def ack(self, ids: Iterable[str]) -> int:
         ids = list(ids)
+        deleted = 0
         with self._lock, self._tx():
-            cur = self._db.executemany("DELETE FROM captures WHERE id = ?", [(i,) for i in ids])
-            return cur.rowcount
+            for capture_id in ids:
+                row = self._db.execute("DELETE FROM captures WHERE id = ? RETURNING size",
+                                       (capture_id,)).fetchone()
+                if row is not None:
+                    deleted += 1
+                    self._total -= int(row[0])
+        return deleted
 
     def reject(self, capture_id: str, reason: str) -> None:
         with self._lock, self._tx():
-            self._db.execute("DELETE FROM captures WHERE id = ?", (capture_id,))
+            row = self._db.execute("DELETE FROM captures WHERE id = ? RETURNING size",
+                                   (capture_id,)).fetchone()
+            if row is not None:
+                self._total -= int(row[0])
             self._count(f"rejected:{reason or 'unspecified'}")
 
     # -- reading ---------------------------------------------------------------------------

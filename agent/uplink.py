@@ -206,6 +206,11 @@ class Uplink:
                 self.on_config(msg.config)
             elif kind == "backoff":
                 self._paused_until = self.clock() + msg.backoff.retry_after_ms / 1000
+                # The collector could not store what is in flight (that is why it asks us to
+                # wait): put it back so it is resent after the pause on this same stream.
+                # A capture it did store is acked again on resend (ids are idempotent).
+                self.spool.unmark_sent()
+                self._inflight.clear()
                 log.info("collector asked to pause %d ms (%s)", msg.backoff.retry_after_ms,
                          msg.backoff.reason)
 

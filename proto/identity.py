@@ -18,6 +18,9 @@ MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # grpcio >= 1.6x: the ping-ack deadline is this one; keepalive_timeout_ms alone no longer
+    # bounds it (a half-open stream then took ~90 s to be noticed, not ~40 s).
+    ("grpc.http2.ping_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -112,7 +112,13 @@ class _Writes:
             if path in self.paths:
                 return
             self.paths.add(path)
-        self.on_file(path)
+        try:
+            self.on_file(path)
+        except Exception:
+            # one bad file event must not end the watch of the whole volume (and with it
+            # every later file written to it); the error is logged with its traceback
+            log.exception("removable media: could not report a file written to %s",
+                          self.mount_point)
 
 
 class LinuxMediaSource:
@@ -133,7 +139,9 @@ class LinuxMediaSource:
 
     def run(self, on_event: Callable[[MediaEvent], None], stop: threading.Event) -> None:
         watchers: dict[str, tuple[Any, _Writes]] = {}
-        with open(self.mountinfo) as fh:
+        # surrogateescape: a stick labelled in a legacy encoding is mounted at a non-UTF-8
+        # path; it must be reported, not end the media watch (captures clean the text).
+        with open(self.mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
             poller = select.poll()
             poller.register(fh, select.POLLPRI | select.POLLERR)
             sfd = stop_fd(stop)
