@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import secrets
 from typing import Any
 from urllib.parse import urlsplit
@@ -188,7 +189,7 @@ def devices(ctx: Ctx) -> Response:
     marks = ",".join("?" * len(sites)) or "NULL"
     rows = ctx.conn.execute(
         f"SELECT id, site_id, group_name, hostname, os, agent_version, rules_version, room, "
-        f"last_seen_at, spool_depth, revoked_at FROM devices WHERE site_id IN ({marks}) "
+        f"last_seen_at, spool_depth, drops, revoked_at FROM devices WHERE site_id IN ({marks}) "
         f"ORDER BY site_id, room, hostname LIMIT 5000", sites).fetchall()
     tokens = ctx.conn.execute(
         f"SELECT id, site_id, group_name, max_uses, uses, expires_at, revoked_at, created_by "
@@ -196,7 +197,18 @@ def devices(ctx: Ctx) -> Response:
         sites).fetchall()  # never the secret: only its hash is stored, and not shown
     ctx.audit("devices.view", "", None, shown=len(rows))
     return ctx.render("devices.html", devices=rows, tokens=tokens, fmt_time=fmt_time,
-                      now_ms=ctx.now_ms)
+                      now_ms=ctx.now_ms, drops=_drops)
+
+
+def _drops(raw: str | None) -> str:
+    """'spool_full 3, rejected:too_big 1' from the devices.drops JSON (empty when none)."""
+    try:
+        counts = json.loads(raw or "{}")
+    except ValueError:
+        return "unreadable"
+    if not isinstance(counts, dict):
+        return "unreadable"
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
 
 
 def device_room(ctx: Ctx) -> Response:

@@ -81,6 +81,9 @@ class SqliteStore:
         self.db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         self.db.execute("PRAGMA foreign_keys=OFF")
         self.db.execute("PRAGMA synchronous=NORMAL")
+        # Deleted rows are overwritten, not left in free pages: purged safeguarding data must
+        # not be recoverable from the file (see purge(), which also truncates the WAL).
+        self.db.execute("PRAGMA secure_delete=ON")
         self._lock = threading.RLock()
         self._key: bytes | None = None
 
@@ -592,6 +595,10 @@ class SqliteStore:
         if not dry_run:
             for rel in shots:
                 (self.data_dir / rel).unlink(missing_ok=True)
+            # The WAL still holds earlier images of the purged pages: checkpoint them into
+            # the (securely deleted) main file and truncate the WAL to zero bytes.
+            with self._lock:
+                self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return report
 
 
