@@ -23,6 +23,7 @@ from typing import Any
 from proto import vigil_pb2 as pb
 
 from . import __version__
+from .aio import wait_event
 from .capture import CaptureBuilder, grab_screenshot
 from .config import MAX_CONTEXT_CHARS, Config
 from .enrol import Device, load_device
@@ -176,5 +177,4 @@ class AgentRuntime:
             if (self._state(True) != self._last_state
                     or time.monotonic() - self._last_state_write > 60):
                 self.write_state(True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
+            await wait_event(stop, 2.0)

@@ -28,6 +28,7 @@ from proto import vigil_pb2 as pb
 from proto import vigil_pb2_grpc as pb_grpc
 from proto.identity import KEEPALIVE_OPTIONS
 
+from .aio import wait_event
 from .rulestate import ActiveRules
 from .spool import Spool
 
@@ -141,8 +142,7 @@ class Uplink:
             self.retries.append((self.last_error.split(":", 1)[0], delay))
             del self.retries[:-50]
             attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
+            await wait_event(stop, delay)
 
     async def _session(self, stop: asyncio.Event) -> bool:
         self.sessions += 1
@@ -171,9 +171,14 @@ class Uplink:
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in pending:
                 t.cancel()
-            for t in pending:
+            # Bounded: a task that fails to honour its cancellation must not stop the uplink
+            # from reconnecting (that is how a network drop once hung it for good).
+            _, stuck = await asyncio.wait(pending, timeout=10)
+            for t in stuck:
+                log.error("uplink task %r did not stop when cancelled; reconnecting anyway", t)
+            for t in pending - stuck:
                 with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
-                    await t
+                    t.result()
             if stop.is_set():
                 await outbox.put(None)
                 call.cancel()
@@ -219,8 +224,7 @@ class Uplink:
         assert self._wake is not None
         # Let the collector answer the first heartbeat (config, rules, or a refusal) before
         # captures go out; an old collector that says nothing gets them after a second.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(replied.wait(), timeout=1.0)
+        await wait_event(replied, 1.0)
         next_hb = self.clock() + self.heartbeat_seconds
         while True:
             self._wake.clear()
@@ -238,8 +242,7 @@ class Uplink:
                     self._inflight.update(c.id for c in batch)
                     await write(pb.AgentMessage(captures=pb.CaptureBatch(captures=batch)))
                     continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, wait))
+            await wait_event(self._wake, max(0.01, wait))
 
     def _set_wake(self) -> None:
         if self._wake is not None:
