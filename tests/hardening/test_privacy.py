@@ -168,3 +168,33 @@ async def test_collector_cannot_widen_the_agents_context_window_without_bound(
         assert len(ctx) <= 500
     finally:
         c.stop()
+
+
+def test_other_local_users_cannot_read_the_agents_files(tmp_path: Path) -> None:
+    """On a shared laptop another pupil's account must not be able to read the spool (context
+    around safeguarding hits), the log or the device key, even when the data folder already
+    existed with the usual 0755 (e.g. made by an installer or by hand)."""
+    import stat
+
+    c = start_collector(tmp_path)
+    data = tmp_path / "agent"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    try:
+        enroll_cli(data, c.enrol_addr, c.create_token(), c.ca_path, c.stream_addr)
+        cfg = write_config(tmp_path / "agent.toml", rules_library=str(RULES_V1),
+                           watch_keys=False, watch_window=False, watch_media=False)
+        with AgentProcess(data, config_file=cfg) as agent:
+            agent.wait_for_log("Vigil agent is running")
+            wait_for(lambda: (data / "spool.sqlite3").exists()
+                     and (data / "agent.log").exists(), what="the spool and the log")
+    finally:
+        c.stop()
+    exposed = {}
+    for p in [data, *data.rglob("*")]:
+        mode = stat.S_IMODE(p.stat().st_mode)
+        readable_by_others = mode & (stat.S_IROTH | stat.S_IWOTH)
+        # a file is protected if it, or the folder holding it, shuts others out
+        if readable_by_others and stat.S_IMODE(data.stat().st_mode) & stat.S_IXOTH:
+            exposed[str(p.relative_to(tmp_path))] = oct(mode)
+    assert exposed == {}, f"readable by other local users: {exposed}"
