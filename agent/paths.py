@@ -16,6 +16,7 @@ Layout of the data dir::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,18 @@ class DataDir:
         return cls(Path(path) if path else default_data_dir())
 
     def ensure(self) -> DataDir:
+        """Create the folder if needed, and make it private to this user either way.
+
+        ``mkdir(mode=...)`` only applies to a folder it creates; one made earlier by an
+        installer or an admin may be 0755, and the spool and log inside hold the context of
+        safeguarding hits: no other account on the laptop may read them.
+        """
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.name == "posix":
+            os.chmod(self.root, 0o700)
+            for child in self.root.iterdir():
+                if child.is_file() and not child.is_symlink():
+                    os.chmod(child, child.stat().st_mode & 0o700)
         return self
 
     @property
