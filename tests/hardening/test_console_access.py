@@ -76,6 +76,8 @@ def test_dsl_of_school_a_cannot_reach_school_b_by_url_guessing(client_for, world
                             (south[1],)).fetchone()[0] == "new"
     # filters and exports cannot be pointed at the other school either
     for url in ("/queue?site=south", "/queue/rows?site=south", "/queue?q=spupil",
+                "/queue?q=' OR 1=1 --", "/queue/rows?q=%25' OR site_id='south' --",
+                "/queue?site=north' OR '1'='1", "/queue?category=x') OR 1=1 --",
                 "/exports/incident-log.csv?site=south", "/exports/cpoms.csv?site=south",
                 "/reports/weekly?site=south"):
         r = c.get(url)
@@ -136,6 +138,11 @@ def test_sessions_expire_idle_and_absolute_and_die_at_logout(app, client_for, wo
     assert 11 * 60 <= alive_minutes <= 12 * 60 + 20
     r = c.get("/queue", follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    # idle: 31 minutes without a request ends a fresh session
+    idle = client_for("dsl1")
+    assert idle.get("/queue", follow_redirects=False).status_code == 200
+    world.clock.now += 31 * 60
+    assert idle.get("/queue", follow_redirects=False).status_code == 303
     # a stolen cookie stops working after logout (server-side session, not just the cookie)
     c2 = client_for("dsl1")
     cookie = dict(c2.cookies)

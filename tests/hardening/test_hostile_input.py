@@ -192,7 +192,9 @@ def test_console_renders_hostile_captures_inert_in_chromium(
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         try:
-            pages = [f"{srv.url}/queue"] + [f"{srv.url}/captures/{q}" for q in items.values()]
+            pages = [f"{srv.url}/queue", f"{srv.url}/exports/incident-log.html",
+                     f"{srv.url}/reports/weekly"] + [f"{srv.url}/captures/{q}"
+                                                     for q in items.values()]
             for url in pages:
                 page.goto(url)
                 page.wait_for_load_state("load")
