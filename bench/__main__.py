@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"areas to run (default or 'all': every one of {AREAS})")
     parser.add_argument("--quick", action="store_true", help="reduced sizes, for CI")
     parser.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    parser.add_argument("--render", action="store_true",
+                        help="do not run: re-render docs/benchmarks.md from the recorded "
+                             "bench/results/<area>.json (after a markdown() change)")
     parser.add_argument("--results-dir", type=Path,
                         help="where to write <area>.json (default bench/results, "
                              "bench/results/quick with --quick)")
@@ -84,6 +87,19 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m bench " + " ".join([area, *area_argv])
         print(f"==> {command}", flush=True)
         started = time.monotonic()
+        if args.render:
+            mod = importlib.import_module(f"bench.{area}")
+            recorded = out_dir / f"{area}.json"
+            if not recorded.exists():
+                print(f"==> no {recorded}; run `python -m bench {area}` first", file=sys.stderr)
+                failed.append(area)
+                continue
+            block = mod.markdown(json.loads(recorded.read_text()))
+            print(block)
+            if not args.no_doc and not args.quick:
+                doc = splice(doc, area, block)
+                DOC.write_text(doc)
+            continue
         try:
             mod = importlib.import_module(f"bench.{area}")
             results = mod.main(area_argv)

@@ -82,8 +82,8 @@ def _ingest(r: dict[str, Any], path: Path) -> bool:
         ax2.plot(sizes, [g["pages"]["queue"]["median_ms"] for g in growth], marker="s",
                  color="green", label="queue page median (ms)")
         ax2.set(ylabel="queue page (ms)", ylim=(0, None))
-        ax.legend(loc="lower left")
-        ax2.legend(loc="lower right")
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -56,6 +56,7 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.active: RuleVersion | None = None
         self.pushed = 0
+        self._rules_msg: tuple[int, pb.CollectorMessage] | None = None
 
     def register(self, conn: Connection) -> None:
         old = self.connections.get(conn.device.id)
@@ -75,7 +76,12 @@ class Hub:
         if conn.rules_version >= rv.version or conn.sent_rules_version >= rv.version:
             return False
         conn.sent_rules_version = rv.version
-        conn.send(pb.CollectorMessage(rules=pb.RuleBundle(version=rv.version, bundle=rv.bundle)))
+        if self._rules_msg is None or self._rules_msg[0] != rv.version:
+            # One message per version, shared by every stream: building a ~32 KB message per
+            # connection was a sixth of the event loop's time in a 10,000-agent fan-out.
+            self._rules_msg = (rv.version, pb.CollectorMessage(
+                rules=pb.RuleBundle(version=rv.version, bundle=rv.bundle)))
+        conn.send(self._rules_msg[1])
         self.pushed += 1
         return True
 

@@ -216,6 +216,8 @@ def render(r: dict[str, Any]) -> str:
         lines += ["Recorded part by part: " + "; ".join(
             f"{k} {v['date']}" for k, v in runs.items()) + ".", ""]
     lines += _summary_rows(r)
+    lines += ["", "Where a target is missed, the profile, the cause and what limits it are in "
+              "[benchmarks-method.md](benchmarks-method.md#findings)."]
     en, mi = r.get("enrolment"), r.get("mint")
     if en:
         lines += ["", f"Enrolment over the wire (`Enrollment.Enroll`, TLS, {en['concurrency']} "

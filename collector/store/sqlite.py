@@ -99,10 +99,26 @@ class SqliteStore:
 
     @contextmanager
     def _tx(self) -> Iterator[Database]:
+        # BEGIN IMMEDIATE takes the write lock up front, waiting up to busy_timeout. A deferred
+        # BEGIN that reads first cannot wait when it upgrades to a write after another
+        # connection (the control connection, the console, a CLI) committed meanwhile: SQLite
+        # fails it at once with "database is locked" (SQLITE_BUSY_SNAPSHOT). Under load that
+        # refused whole ingest batches (found by bench/scale.py; docs/benchmarks-method.md).
         with self._lock:
+            conn = self.db.conn
             try:
-                with self.db.atomic():
+                if conn.in_transaction:
+                    with self.db.atomic():
+                        yield self.db
+                    return
+                conn.execute("BEGIN IMMEDIATE")
+                try:
                     yield self.db
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
             except sqlite3.OperationalError as exc:
                 if any(m in str(exc).lower() for m in _BUSY_MARKERS):
                     raise StoreBusy(f"store unavailable: {exc}") from exc
