@@ -59,6 +59,17 @@ def splice(doc: str, area: str, block: str) -> str:
     return doc.rstrip() + "\n\n" + new + "\n"
 
 
+def stamped(block: str, results: dict[str, object]) -> str:
+    """*block* with the machine, date and command it was measured with, unless it has them."""
+    m = results.get("machine")
+    if not isinstance(m, dict) or "Machine:" in block:
+        return block
+    line = (f"_Measured {m.get('date')} on {m.get('cpu')}, {m.get('cores')} cores, "
+            f"Python {m.get('python')}, {m.get('os')}. "
+            f"Command: `{results.get('command', 'python -m bench')}`._")
+    return f"{block.rstrip()}\n\n{line}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -94,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"==> no {recorded}; run `python -m bench {area}` first", file=sys.stderr)
                 failed.append(area)
                 continue
-            block = mod.markdown(json.loads(recorded.read_text()))
+            recorded_results = json.loads(recorded.read_text())
+            block = stamped(mod.markdown(recorded_results), recorded_results)
             print(block)
             if not args.no_doc and not args.quick:
                 doc = splice(doc, area, block)
@@ -112,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         results["command"] = command
         results["wall_seconds"] = round(time.monotonic() - started, 1)
         (out_dir / f"{area}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-        block = mod.markdown(results)
+        block = stamped(mod.markdown(results), results)
         print(block)
         if not args.no_doc and not args.quick:
             doc = splice(doc, area, block)
