@@ -16,7 +16,13 @@ from cryptography.x509.oid import NameOID
 from collector.store.sqlite import open_store
 from collector.validate import TRUNCATED
 from proto import vigil_pb2 as pb
-from tests.support.agent_client import AgentClient, Stream, make_capture
+from tests.support.agent_client import (
+    AgentClient,
+    client,
+    enrolled,
+    make_capture,
+    refusal,
+)
 from tests.support.collector import RunningCollector
 
 
@@ -28,29 +34,6 @@ def self_signed(key: ec.EllipticCurvePrivateKey, cn: str) -> bytes:
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def client(c: RunningCollector, hostname: str = "pc-test") -> AgentClient:
-    return AgentClient(c.enrol_addr, c.stream_addr, c.ca_pem, hostname)
-
-
-async def refusal(s: Stream) -> grpc.StatusCode:
-    """Try to use a stream that the collector should refuse; return the status code."""
-    try:
-        await s.heartbeat()
-        await s.wait_for(lambda s: s.messages)
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()
-    except ConnectionError:
-        assert s.error is not None
-        return s.error.code()
-    raise AssertionError(f"stream was not refused: {s.messages}")
-
-
-async def enrolled(c: RunningCollector, group: str = "secondary") -> AgentClient:
-    a = client(c)
-    await a.enrol(c.create_token(group=group))
-    return a
 
 
 async def test_enrol_stream_ack_and_queue(collector: RunningCollector) -> None:

@@ -7,38 +7,14 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
+from tests.support.agent_client import client, enrolled, refusal
 
-from tests.support.agent_client import AgentClient, Stream
-from tests.support.collector import RunningCollector
+__all__ = ["RULES_V1", "RULES_V2", "Proxy", "client", "enrolled", "poll", "refusal",
+           "run_async"]
 
 T = TypeVar("T")
 RULES_V1 = Path(__file__).resolve().parents[1] / "collector" / "rules_v1"
 RULES_V2 = Path(__file__).resolve().parents[1] / "collector" / "rules_v2"
-
-
-def client(c: RunningCollector, hostname: str = "pc-test") -> AgentClient:
-    return AgentClient(c.enrol_addr, c.stream_addr, c.ca_pem, hostname)
-
-
-async def enrolled(c: RunningCollector, group: str = "secondary",
-                   hostname: str = "pc-test") -> AgentClient:
-    a = client(c, hostname)
-    await a.enrol(c.create_token(group=group))
-    return a
-
-
-async def refusal(s: Stream) -> grpc.StatusCode:
-    """Use a stream the collector should refuse; return the status code it ended with."""
-    try:
-        await s.heartbeat()
-        await s.wait_for(lambda s: s.messages)
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()
-    except ConnectionError:
-        assert s.error is not None
-        return s.error.code()
-    raise AssertionError(f"stream was not refused: {s.messages}")
 
 
 async def poll(cond: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:

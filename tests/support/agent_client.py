@@ -23,7 +23,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from cryptography import x509
@@ -35,7 +35,10 @@ from proto import vigil_pb2 as pb
 from proto import vigil_pb2_grpc as pb_grpc
 from proto.identity import KEEPALIVE_OPTIONS, device_id_from_spki
 
-__all__ = ["AgentClient", "Stream", "make_capture"]
+if TYPE_CHECKING:
+    from tests.support.collector import RunningCollector
+
+__all__ = ["AgentClient", "Stream", "client", "enrolled", "make_capture", "refusal"]
 
 T = TypeVar("T")
 
@@ -208,3 +211,29 @@ class AgentClient:
         finally:
             await stream.close()
             await ch.close()
+
+
+def client(c: RunningCollector, hostname: str = "pc-test") -> AgentClient:
+    """An (unenrolled) agent-like client for the collector *c*."""
+    return AgentClient(c.enrol_addr, c.stream_addr, c.ca_pem, hostname)
+
+
+async def enrolled(c: RunningCollector, group: str = "secondary",
+                   hostname: str = "pc-test") -> AgentClient:
+    """A client enrolled into *group* of *c*'s default site with a fresh token."""
+    a = client(c, hostname)
+    await a.enrol(c.create_token(group=group))
+    return a
+
+
+async def refusal(s: Stream) -> grpc.StatusCode:
+    """Use a stream the collector should refuse; return the status code it ended with."""
+    try:
+        await s.heartbeat()
+        await s.wait_for(lambda s: s.messages)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    except ConnectionError:
+        assert s.error is not None
+        return s.error.code()
+    raise AssertionError(f"stream was not refused: {s.messages}")
