@@ -20,7 +20,12 @@ from proto import vigil_pb2 as pb
 
 from .spool import Spool
 
-__all__ = ["CaptureBuilder", "Where", "grab_screenshot", "screenshot_allowed", "wire_text"]
+__all__ = ["MAX_REASONS", "MAX_REASON_CHARS", "CaptureBuilder", "Where", "grab_screenshot",
+           "screenshot_allowed", "wire_text"]
+
+#: Bounds on a capture's reasons (the wire contract's limits).
+MAX_REASONS = 16
+MAX_REASON_CHARS = 200
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +120,11 @@ class CaptureBuilder:
             return None
         cap = self._build(hit.rule, source, now, match=hit.match, context=hit.context,
                           kind=hit.match_kind, where=where)
+        reasons = getattr(hit, "reasons", ()) or ()
+        cap.reasons.extend(wire_text(r)[:MAX_REASON_CHARS] for r in reasons[:MAX_REASONS])
+        score = getattr(hit, "score", None)
+        if score is not None:
+            cap.score = float(score)
         self._recent[key] = (cap.id, now)
         self._prune(now)
         return self._store(cap)

@@ -12,20 +12,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_EXCLUDED_PROCESSES", "DEFAULT_EXCLUDED_WINDOWS", "MAX_CONTEXT_CHARS",
+__all__ = ["DEFAULT_EXCLUDED_PROCESSES", "DEFAULT_EXCLUDED_WINDOWS",
+           "DEFAULT_SEARCH_PAGE_TITLES", "MAX_CONTEXT_CHARS",
            "Config", "ConfigError",
            "load_config"]
 
-#: Window-title substrings (case-insensitive) where typed keys are never matched.
 #: The most context around a hit the agent will ever keep or send, whatever a config file or
 #: the collector asks for: the privacy bound is enforced on the laptop, not on the server.
 MAX_CONTEXT_CHARS = 500
 
+#: Window-title entries (whole words, case-insensitive; see agent/exclusion.py) where typed
+#: keys are never matched.
 DEFAULT_EXCLUDED_WINDOWS: tuple[str, ...] = (
-    "password", "passwort", "keepass", "1password", "bitwarden", "lastpass", "dashlane",
-    "sign in", "sign-in", "signin", "log in", "log-in", "login", "logon",
+    "password", "passwort", "keepass", "keepassxc", "1password", "bitwarden", "lastpass",
+    "dashlane", "sign in", "signin", "log in", "login", "logon",
 )
-#: Process names (case-insensitive substrings) where typed keys are never matched.
+#: Title fragments of search results pages, where title entries do not apply.
+DEFAULT_SEARCH_PAGE_TITLES: tuple[str, ...] = (
+    " - google search", " - bing", " at duckduckgo", " - duckduckgo", " - ecosia",
+    " - yahoo search", " - search",
+)
+#: Process names (whole words, case-insensitive) where typed keys are never matched.
 DEFAULT_EXCLUDED_PROCESSES: tuple[str, ...] = (
     "keepass", "keepassxc", "1password", "bitwarden", "lastpass", "dashlane", "pinentry",
     "gnome-keyring", "seahorse", "polkit", "ssh-askpass",
@@ -63,15 +70,28 @@ class Config:
     merge_seconds: int = 60
     #: Typing context resets after this many seconds without a key.
     idle_reset_seconds: int = 30
+    #: After this many seconds without a key, a phrase complete on screen is released (and
+    #: the scorer sees the text) without ending the context.
+    idle_release_seconds: float = 2.0
+    #: Most characters of a paste read from the clipboard/primary selection (in memory).
+    paste_max_chars: int = 2000
+    #: What a screenshot shows: "window" (the focused window only) or "screen" (everything).
+    screenshot_scope: str = "window"
     spool_max_bytes: int = 50 * 1024 * 1024
     batch_size: int = 100
     backoff_initial_seconds: float = 1.0
     backoff_max_seconds: float = 60.0
     excluded_windows: tuple[str, ...] = DEFAULT_EXCLUDED_WINDOWS
     excluded_processes: tuple[str, ...] = DEFAULT_EXCLUDED_PROCESSES
+    #: Title fragments of search results pages: window-title exclusions do not apply there.
+    search_page_titles: tuple[str, ...] = DEFAULT_SEARCH_PAGE_TITLES
     media_roots: tuple[str, ...] = ("/media", "/run/media", "/mnt")
     #: Rule library folder used until the first signed bundle arrives (empty: shipped one).
     rules_library: str = ""
+    #: Run the learned sentence scorer at each boundary (in memory, on the laptop).
+    scorer: bool = True
+    #: Scorer artefact folder (empty: the one shipped in the package).
+    scorer_model: str = ""
     watch_window: bool = True
     watch_keys: bool = True
     watch_media: bool = True
@@ -121,6 +141,9 @@ def _validate(cfg: Config, file: str | None) -> Config:
     if not 10 <= cfg.context_chars <= MAX_CONTEXT_CHARS:
         raise ConfigError(f"must be between 10 and {MAX_CONTEXT_CHARS}", file=file,
                           key="context_chars")
+    if cfg.screenshot_scope not in ("window", "screen"):
+        raise ConfigError(f"expected \"window\" or \"screen\", got {cfg.screenshot_scope!r}",
+                          file=file, key="screenshot_scope")
     if cfg.batch_size < 1:
         raise ConfigError("must be at least 1", file=file, key="batch_size")
     if cfg.collector and ":" not in cfg.collector:

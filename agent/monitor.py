@@ -1,23 +1,36 @@
 """The monitor: wires sources → matchers → capture builder. Holds no OS code.
 
-Sources (window, keys, media) run on their own threads and call :meth:`Monitor.on_window`,
+Sources (window, keys, media) run on their own supervised threads (restarted with back-off,
+their health in :attr:`Monitor.health`) and call :meth:`Monitor.on_window`,
 :meth:`Monitor.on_key` and :meth:`Monitor.on_media`. Tests can call these directly with
 plain data; the real backends come from ``agent.platform``.
+
+``on_key`` only puts the event on a queue (an OS input hook that is slow is removed by the
+OS): the input worker thread runs the key stream, the capture builder (screenshots, spool
+writes) and the short-idle timer. Focus changes go through the same queue, so every key is
+matched in the window it was typed in.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import rules
 from proto import vigil_pb2 as pb
+from rules.engine import Detector, merge_hits
+from rules.scorer import Scorer
 
+from .boundary import BoundaryWorker, Context
 from .capture import CaptureBuilder, Where, wire_text
 from .config import Config
 from .exclusion import Exclusions
+from .health import SourceHealth, Supervisor
 from .keystream import KeyStream
 from .rulestate import ActiveRules
 from .sources import (
@@ -25,12 +38,15 @@ from .sources import (
     KeySource,
     MediaEvent,
     MediaSource,
+    SelectionReader,
     StopSignal,
     WindowInfo,
     WindowSource,
 )
 
 __all__ = ["Monitor"]
+
+_TICK = threading.Event()  # a marker on the input queue: the key stream's timer is due
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +68,50 @@ def _age_band(group: str) -> str | None:
     return None
 
 
+class _Focus:
+    __slots__ = ("window",)
+
+    def __init__(self, window: WindowInfo | None) -> None:
+        self.window = window
+
+
 class Monitor:
     def __init__(self, config: Config, rules: ActiveRules, builder: CaptureBuilder,
-                 on_window_built: Callable[[WindowInfo], None] | None = None) -> None:
+                 on_window_built: Callable[[WindowInfo], None] | None = None,
+                 scorer: Scorer | None = None) -> None:
         self.config = config
         self.rules = rules
         self.builder = builder
+        self.scorer = scorer
         self.group: str | None = _age_band(config.group)
         self._lock = threading.RLock()
         self._window: WindowInfo | None = None
         self._window_matcher: Any = None
         self._media_matcher: Any = None
+        self._detector: Detector | None = None
+        # (context key, category) -> highest severity already captured: one concern typed
+        # once is one capture per category, whichever layers agree on it
+        self._reported: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self.boundary = BoundaryWorker(lambda: self._detector, self._boundary_hits,
+                                       group=lambda: self.group,
+                                       context_chars=lambda: self.config.context_chars,
+                                       on_drop=builder.spool.count_drop)
         self.keys = KeyStream(None, self._key_hits,
-                              Exclusions.of(config.excluded_windows, config.excluded_processes),
-                              idle_seconds=config.idle_reset_seconds)
+                              Exclusions.of(config.excluded_windows, config.excluded_processes,
+                                            config.search_page_titles),
+                              idle_seconds=config.idle_reset_seconds,
+                              on_boundary=self._key_boundary,
+                              boundary_chars=4 * config.context_chars,
+                              release_seconds=config.idle_release_seconds)
         self._on_window_built = on_window_built
         self._stop = StopSignal()
         self._threads: list[threading.Thread] = []
-        self._key_source: KeySource | None = None
+        self._inputs: queue.SimpleQueue[KeyEvent | _Focus | threading.Event | None] = (
+            queue.SimpleQueue())
+        #: Per source: running / restarting / failed / stopped, restarts, last event time.
+        self.health = {n: SourceHealth(n) for n in ("window", "keys", "media")}
+        self.input_errors = 0
+        self.excluded_reason = ""  # why keys are not matched in the focused window, if so
         self._rebuild(rules.ruleset)
         rules.subscribe(self._rebuild)
 
@@ -77,9 +119,16 @@ class Monitor:
     def _rebuild(self, ruleset: Any) -> None:
         ctx = self.config.context_chars
         with self._lock:
+            self._detector = Detector(ruleset, self.scorer)
             self._window_matcher = ruleset.matcher("window", self.group, ctx)
             self._media_matcher = ruleset.matcher("media", self.group, ctx)
             self.keys.set_matcher(ruleset.matcher("keys", self.group, ctx))
+
+    def set_scorer(self, scorer: Scorer | None) -> None:
+        """Swap the learned scorer (a newer verified model); the old one serves until now."""
+        with self._lock:
+            self.scorer = scorer
+            self._rebuild(self.rules.ruleset)
 
     def apply_config(self, config: Config) -> None:
         """Apply settings from the collector's AgentConfig (group, context, exclusions)."""
@@ -87,8 +136,9 @@ class Monitor:
         self.group = _age_band(config.group)
         self.builder.screenshot_min_severity = config.screenshot_min_severity
         self.keys.set_exclusions(Exclusions.of(config.excluded_windows,
-                                               config.excluded_processes))
-        self.keys.focus(self._window)
+                                               config.excluded_processes,
+                                               config.search_page_titles))
+        self._inputs.put(_Focus(self._window))
         self._rebuild(self.rules.ruleset)
 
     # -- events ----------------------------------------------------------------------------
@@ -98,25 +148,102 @@ class Monitor:
                 return  # openbox reports every switch twice
             # only the opaque id is logged, never the title (tests sync on this line)
             log.debug("focus: window %#x", info.window_id)
-            self._window = info
-            self.keys.focus(info)
-            if self.keys.excluded or not self.config.watch_window:
+            self.health["window"].last_event_unix = time.time()
+            self._set_window(info)
+            if self.excluded_reason or not self.config.watch_window:
                 return
             hits = self._window_matcher.scan(info.title) if info.title else []
+        key = f"window:{info.window_id}:{info.title}"
         for hit in hits:
-            self.builder.hit(hit, "window", Where(info.title, info.process))
+            if self._first(key, hit):
+                self.builder.hit(hit, "window", Where(info.title, info.process))
+        if info.title:
+            self.boundary.submit(Context(key=key, text=info.title, source="window",
+                                         window=info))
         if self._on_window_built is not None:
             self._on_window_built(info)
 
+    def _set_window(self, info: WindowInfo | None) -> None:
+        self._window = info
+        reason = self.keys.exclusions.reason(info)
+        if reason != self.excluded_reason:
+            if reason:
+                log.info("keys not matched in the focused window: %s", reason)
+            self.excluded_reason = reason
+        self._inputs.put(_Focus(info))
+
     def on_key(self, event: KeyEvent) -> None:
-        self.keys.key(event)
+        """Called on the OS input thread: record the time and enqueue, nothing else."""
+        self.health["keys"].last_event_unix = time.time()
+        self._inputs.put(event)
+
+    def wait_inputs(self, timeout: float = 10.0) -> bool:
+        """Block until every event queued so far has been processed (tests, shutdown)."""
+        done = threading.Event()
+        self._inputs.put(done)
+        return done.wait(timeout)
+
+    def _input_loop(self) -> None:
+        keys, q = self.keys, self._inputs
+        while True:
+            deadline = keys.next_deadline()
+            try:
+                item = q.get() if deadline is None else q.get(
+                    timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                item = None if self._stop.is_set() else _TICK
+            if item is None:
+                return
+            self._handle(item)
+
+    def _handle(self, item: KeyEvent | _Focus | threading.Event) -> None:
+        try:
+            if isinstance(item, KeyEvent):
+                self.keys.key(item)
+            elif isinstance(item, _Focus):
+                self.keys.focus(item.window)
+            elif item is _TICK:
+                self.keys.tick()
+            else:
+                item.set()
+        except Exception:
+            self.input_errors += 1
+            self.builder.spool.count_drop("input_error")
+            log.exception("handling a key event failed (counted as input_error)")
 
     def _key_hits(self, hits: list[Any], window: WindowInfo | None) -> None:
         where = Where(window.title, window.process) if window else Where()
+        key = self.keys.context_key
         for hit in hits:
+            self._first(key, hit)  # phrase hits are always captured; they set the bar
             self.builder.hit(hit, "keys", where)
 
+    def _key_boundary(self, key: str, text: str, window: WindowInfo | None) -> None:
+        self.boundary.submit(Context(key=key, text=text, source="keys", window=window))
+
+    def _boundary_hits(self, hits: list[rules.Hit], ctx: Context) -> None:
+        w = ctx.window
+        where = Where(w.title, w.process) if w else Where()
+        for hit in merge_hits(hits):
+            if self._first(ctx.key, hit):
+                self.builder.hit(hit, ctx.source, where)
+
+    def _first(self, key: str, hit: rules.Hit) -> bool:
+        """Record that ``hit``'s category was captured in context ``key``; False when it
+        already was at this severity or higher."""
+        k = (key, hit.rule.category)
+        with self._lock:
+            prev = self._reported.get(k)
+            if prev is not None and prev >= hit.rule.severity:
+                return False
+            self._reported[k] = hit.rule.severity
+            self._reported.move_to_end(k)
+            while len(self._reported) > 1024:
+                self._reported.popitem(last=False)
+        return True
+
     def on_media(self, ev: MediaEvent) -> None:
+        self.health["media"].last_event_unix = time.time()
         info = pb.MediaInfo(event=ev.event, label=wire_text(ev.label),
                             fstype=wire_text(ev.fstype), size_bytes=ev.size_bytes,
                             mount_point=wire_text(ev.mount_point),
@@ -133,43 +260,50 @@ class Monitor:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, window: WindowSource | None, keys: KeySource | None,
-              media: MediaSource | None) -> None:
+              media: MediaSource | None, selection: SelectionReader | None = None) -> None:
+        if selection is not None:
+            self.keys.read_selection = selection.read
         if window is not None and self.config.watch_window:
-            self._spawn("vigil-window", lambda: window.run(self.on_window, self._stop))
+            self._supervise("window", lambda: window.run(self.on_window, self._stop))
         elif window is not None and self.config.watch_keys:
             # keys still need focus changes to honour the exclusion list
-            self._spawn("vigil-window", lambda: window.run(self._focus_only, self._stop))
+            self._supervise("window", lambda: window.run(self._focus_only, self._stop))
         if media is not None and self.config.watch_media:
-            self._spawn("vigil-media", lambda: media.run(self.on_media, self._stop))
-        if keys is not None and self.config.watch_keys:
-            keys.start(self.on_key)
-            self._key_source = keys
-        self._spawn("vigil-tick", self._tick)
-
-    def _focus_only(self, info: WindowInfo) -> None:
-        self._window = info
-        self.keys.focus(info)
-
-    def _tick(self) -> None:
-        while not self._stop.wait(5.0):
-            self.keys.tick()
-
-    def _spawn(self, name: str, fn: Callable[[], None]) -> None:
-        def guarded() -> None:
-            try:
-                fn()
-            except Exception:
-                log.exception("%s stopped with an error", name)
-
-        t = threading.Thread(target=guarded, name=name, daemon=True)
+            self._supervise("media", lambda: media.run(self.on_media, self._stop))
+        self.boundary.start()
+        t = threading.Thread(target=self._input_loop, name="vigil-input", daemon=True)
         t.start()
         self._threads.append(t)
+        if keys is not None and self.config.watch_keys:
+            self._supervise("keys", lambda: keys.run(self.on_key, self._stop))
+
+    def _focus_only(self, info: WindowInfo) -> None:
+        if info != self._window:
+            self.health["window"].last_event_unix = time.time()
+            self._set_window(info)
+
+    def _supervise(self, name: str, fn: Callable[[], None]) -> None:
+        sup = Supervisor(f"vigil-{name}", fn, self._stop, self.health[name]).start()
+        self._threads.append(sup.thread)
+
+    def source_health(self) -> dict[str, dict[str, object]]:
+        """Health of the sources this agent runs (the others are left out)."""
+        return {n: h.as_dict() for n, h in self.health.items() if h.state != "stopped"
+                or h.restarts or h.error}
 
     def stop(self) -> None:
+        self._inputs.put(_Focus(None))  # flush what was typed last
         self._stop.set()
-        if self._key_source is not None:
-            self._key_source.stop()
+        self._inputs.put(None)
         for t in self._threads:
             t.join(timeout=5)
-        self.keys.focus(None)
+        while True:  # never started, or stopped early: what is queued is still matched
+            try:
+                item = self._inputs.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self._handle(item)
+        self.boundary.wait_idle(5.0)
+        self.boundary.stop()
         self._stop.close()

@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 
 from .config import Config
-from .sources import KeySource, MediaSource, WindowSource
+from .sources import KeySource, MediaSource, SelectionReader, WindowSource
 
 __all__ = ["Backends", "backend_name", "select_backends"]
 
@@ -22,6 +22,8 @@ class Backends:
     window: WindowSource | None
     keys: KeySource | None
     media: MediaSource | None
+    #: Reads the clipboard/primary selection at the moment of a paste (None: not available).
+    selection: SelectionReader | None = None
 
 
 def backend_name(platform: str | None = None, env: dict[str, str] | None = None) -> str:
@@ -45,13 +47,15 @@ def select_backends(config: Config, name: str | None = None) -> Backends:
     """Build the window, key and media sources for this OS (None where not available)."""
     name = name or backend_name()
     if name in ("x11", "wayland", "headless"):
-        from .sources.keyboard import PynputKeySource
+        from .sources.input_x11 import X11InputSource
         from .sources.media_linux import LinuxMediaSource
+        from .sources.selection_x11 import X11SelectionReader
         from .sources.window_x11 import X11WindowSource
 
         media = LinuxMediaSource(tuple(config.media_roots))
         if name == "x11":
-            return Backends(name, X11WindowSource(), PynputKeySource(), media)
+            return Backends(name, X11WindowSource(), X11InputSource(), media,
+                            X11SelectionReader(max_chars=config.paste_max_chars))
         # Wayland gives no global window or key access to ordinary clients: media only.
         return Backends(name, None, None, media)
     if name == "windows":

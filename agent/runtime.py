@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from proto import vigil_pb2 as pb
+from rules.scorer import Scorer
 
 from . import __version__
 from .aio import wait_event
 from .capture import CaptureBuilder, grab_screenshot
 from .config import MAX_CONTEXT_CHARS, Config
 from .enrol import Device, load_device
+from .modelfetch import ModelFetcher
 from .monitor import Monitor
 from .paths import DataDir
 from .platform import Backends, select_backends
@@ -53,12 +55,31 @@ def monitored(config: Config) -> list[str]:
     return out
 
 
+def _load_scorer(config: Config, folder: Path | None = None,
+                 load: Callable[[Path], Scorer] | None = None) -> tuple[Scorer | None, str]:
+    """The scorer, or None and why not. A missing or corrupt model never stops the agent:
+    the phrase and context rules keep working and ``status`` says the scorer is off.
+    ``folder``: the artefact the active bundle names, when it is already on disk."""
+    if not config.scorer:
+        return None, "disabled in the configuration (scorer = false)"
+    try:
+        from rules.scorer import DEFAULT_MODEL, load_scorer
+
+        chosen = Path(config.scorer_model) if config.scorer_model else folder
+        return (load or load_scorer)(chosen or DEFAULT_MODEL), ""
+    except Exception as exc:  # ImportError (no onnxruntime), RuleError (corrupt artefact)
+        log.error("learned scorer unavailable, matching with rules only: %s", exc)
+        return None, str(exc)
+
+
 class AgentRuntime:
     def __init__(self, data: DataDir, config: Config, *, backends: Backends | None = None,
                  channel_factory: ChannelFactory | None = None,
                  os_user: str | None = None, hostname: str | None = None,
                  screenshot: Callable[[], bytes] = grab_screenshot,
-                 on_capture: Callable[[pb.Capture], None] | None = None) -> None:
+                 on_capture: Callable[[pb.Capture], None] | None = None,
+                 shipped_model: Path | None = None,
+                 scorer_loader: Callable[[Path], Scorer] | None = None) -> None:
         self.data = data.ensure()
         self.config = config
         self._base_config = config  # collector config applies on top of this, never stacks
@@ -78,7 +99,22 @@ class AgentRuntime:
             rules_version=lambda: self.rules.version, screenshot=screenshot,
             merge_seconds=config.merge_seconds,
             screenshot_min_severity=config.screenshot_min_severity, on_capture=on_capture)
-        self.monitor = Monitor(config, self.rules, self.builder)
+        # The model follows the signed bundle unless the config pins a folder (scorer_model).
+        self.models: ModelFetcher | None = None
+        folder: Path | None = None
+        if config.scorer and not config.scorer_model:
+            from rules.scorer import DEFAULT_MODEL, load_scorer
+
+            shipped = shipped_model or DEFAULT_MODEL
+            self.models = ModelFetcher(
+                data, None, load=scorer_loader or load_scorer, on_scorer=self._swap_scorer,
+                shipped=shipped, in_use=None, backoff_initial=config.backoff_initial_seconds,
+                backoff_max=config.backoff_max_seconds * 5)
+            folder = self.models.local(self.rules.model) or shipped
+        self.scorer, self.scorer_error = _load_scorer(config, folder, scorer_loader)
+        if self.models is not None:
+            self.models.in_use_folder = folder if self.scorer is not None else None
+        self.monitor = Monitor(config, self.rules, self.builder, scorer=self.scorer)
         self._backends = backends
         self.backend_name = backends.name if backends else ""
         self.uplink: Uplink | None = None
@@ -86,6 +122,10 @@ class AgentRuntime:
             channel_factory = mtls_channel_factory(
                 self.collector, data.ca_cert.read_bytes(), data.device_key.read_bytes(),
                 data.device_cert.read_bytes())
+        if self.models is not None:
+            self.models.channel_factory = channel_factory
+            self.rules.subscribe_model(self.models.want)
+            self.models.want(self.rules.model)
         if channel_factory is not None:
             self.uplink = Uplink(
                 self.spool, self.rules, channel_factory, heartbeat=self.heartbeat,
@@ -136,7 +176,28 @@ class AgentRuntime:
             "connected": bool(self.uplink and self.uplink.connected),
             "last_error": self.uplink.last_error if self.uplink else "not enrolled",
             "group": self.config.group, "context_chars": self.config.context_chars,
+            "scorer": self._scorer_text(),
+            "scorer_worker": ("running" if self.monitor.boundary.alive
+                              else "stopped" if running else "not started"),
+            "sources": self.monitor.source_health() if running else {},
+            "keys_excluded": self.monitor.excluded_reason if running else "",
+            "screenshot_scope": self.config.screenshot_scope,
         }
+
+    def _swap_scorer(self, scorer: Scorer, ref: Any) -> None:
+        """A verified model the active bundle names is loaded: use it from now on."""
+        self.scorer, self.scorer_error = scorer, ""
+        self.monitor.set_scorer(scorer)
+
+    def _scorer_text(self) -> str:
+        text = (f"model {self.scorer.version}" if self.scorer is not None
+                else f"off: {self.scorer_error}")
+        if self.models is not None:
+            if self.models.in_use and self.scorer is not None:
+                text += f" ({self.models.in_use[:12]})"
+            if self.models.describe():
+                text += f"; update: {self.models.describe()}"
+        return text
 
     def write_state(self, running: bool) -> None:
         """Write state.json (read by ``vigil-agent status``)."""
@@ -150,13 +211,15 @@ class AgentRuntime:
     async def run(self, stop: asyncio.Event) -> None:
         backends = self._backends or select_backends(self.config)
         self.backend_name = backends.name
-        self.monitor.start(backends.window, backends.keys, backends.media)
+        self.monitor.start(backends.window, backends.keys, backends.media, backends.selection)
         log.warning(NOTICE)
         if self.uplink is None:
             log.warning("not enrolled or no collector address: captures stay in the spool "
                         "(run vigil-agent enroll)")
         self.write_state(True)
         states = asyncio.create_task(self._state_loop(stop))
+        models = (asyncio.create_task(self.models.run(stop), name="models")
+                  if self.models is not None else None)
         try:
             if self.uplink is not None:
                 await self.uplink.run(stop)
@@ -166,6 +229,10 @@ class AgentRuntime:
             states.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await states
+            if models is not None:
+                models.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await models
             self.monitor.stop()
             self.write_state(False)
             self.spool.close()

@@ -58,6 +58,8 @@ def status_report(data: DataDir, config: Config) -> str:
                  f"({rules_state.get('rules', 0)} rules)")
     if rules_state.get("last_error"):
         lines.append(f"Last rules error: {rules_state['last_error']}")
+    if running and state.get("scorer"):
+        lines.append(f"Learned scorer: {state['scorer']} (worker {state.get('scorer_worker')})")
     if stats is None:
         lines.append("Spool: empty (no spool file yet)")
         lines.append("Drops: none")

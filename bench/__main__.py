@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results"
-AREAS = ["rules", "agent", "collector", "console", "scale"]
+AREAS = ["rules", "detection", "agent", "collector", "console", "scale"]
 
 
 def machine() -> dict[str, object]:

@@ -3,6 +3,12 @@
     python -m bench rules            # 100, 1k, 10k, 20k, 100k phrases + the default library
     python -m bench rules --quick    # 100 and 1k only (CI keeps the harness alive)
 
+The context layer (``RuleSet.evaluate``, run once per boundary) is measured separately, on
+the shipped library: one call per 120-character context cut from the precision test lines,
+a third of the words obfuscated (masked, spaced out, leet, misspelt), every context
+different, first on a freshly built rule set (cold: word list, index and lazily built
+automaton transitions) and then again (warm).
+
 Phrase sets are synthetic: 2-3 word phrases over a 20,000-word made-up vocabulary, typed text
 is words from the same vocabulary with a real phrase every ~100 words, so the automaton walks
 partial matches all the time but hits are rare, as in real typing. Each size also runs
@@ -26,6 +32,7 @@ from typing import Any
 import ahocorasick
 
 import rules
+from rules.lexicon import load_words
 from rules.normalise import normalise
 from rules.ruleset import phrase_key
 
@@ -33,6 +40,8 @@ SIZES = [100, 1_000, 10_000, 20_000, 100_000]
 QUICK = [100, 1_000]
 TEXT_CHARS = 60_000
 TIMED_KEYS = 20_000
+CONTEXT_CHARS = 120
+CONTEXTS, CONTEXTS_QUICK = 3_000, 300
 
 
 def _vocab(rng: random.Random, n: int = 20_000) -> list[str]:
@@ -173,7 +182,67 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     english = english * (TEXT_CHARS // len(english) + 1)
     rows.append(_measure("default library", lib, english[:TEXT_CHARS]))
     print(rows[-1], flush=True)
-    return {"rows": rows, "quick": args.quick}
+    context = _measure_context(rng, CONTEXTS_QUICK if args.quick else CONTEXTS)
+    print(context, flush=True)
+    return {"rows": rows, "quick": args.quick, "context": context}
+
+
+def _obfuscate(rng: random.Random, word: str) -> str:
+    if len(word) < 4 or not word.isalpha():
+        return word
+    how = rng.randrange(4)
+    i = rng.randrange(1, len(word) - 1)
+    if how == 0:
+        return word[:i] + "*" + word[i + 1 :]  # masked
+    if how == 1:
+        return " ".join(word)  # spaced out
+    if how == 2:
+        return word.replace("e", "3").replace("a", "4").replace("s", "5")  # leet
+    return word[:i] + word[i + 1 :]  # a letter missing
+
+
+def _contexts(rng: random.Random, n: int) -> list[str]:
+    """``n`` different 120-character contexts of realistic, partly obfuscated text."""
+    lines = _benign_lines() + _concerning_lines()
+    out: list[str] = []
+    while len(out) < n:
+        rng.shuffle(lines)
+        words = " ".join(lines).split()
+        text = " ".join(_obfuscate(rng, w) if rng.random() < 0.33 else w for w in words)
+        start = rng.randrange(CONTEXT_CHARS)
+        out += [text[i : i + CONTEXT_CHARS]
+                for i in range(start, len(text) - CONTEXT_CHARS, CONTEXT_CHARS)]
+    return out[:n]
+
+
+def _timed(lib: rules.RuleSet, contexts: list[str]) -> tuple[float, float, int]:
+    """Median and p99 microseconds of one ``evaluate()``; contexts that hit."""
+    clock, evaluate, samples, hits = time.perf_counter_ns, lib.evaluate, [], 0
+    for text in contexts:
+        t0 = clock()
+        got = evaluate(text)
+        samples.append(clock() - t0)
+        hits += bool(got)
+    samples.sort()
+    return (samples[len(samples) // 2] / 1000, samples[int(len(samples) * 0.99)] / 1000, hits)
+
+
+def _measure_context(rng: random.Random, n: int) -> dict[str, Any]:
+    contexts = _contexts(rng, n)
+    gc.collect()
+    load_words.cache_clear()  # cold: read the word list as a fresh agent does
+    lib = rules.load_library(rules.DEFAULT_LIBRARY)
+    t0 = time.perf_counter()
+    lib.compiled(context=True)  # the context index: word list, phrase words, automata
+    build = time.perf_counter() - t0
+    cold_median, cold_p99, hits = _timed(lib, contexts)
+    median, p99, _ = min((_timed(lib, contexts) for _ in range(2)), key=lambda r: r[0])
+    return {"name": "default library", "contexts": len(contexts), "chars": CONTEXT_CHARS,
+            "rules": len(lib.rules), "terms": sum(len(r.phrases) + len(r.weights)
+                                                  + len(r.exclusions) for r in lib.rules),
+            "build_s": round(build, 3), "cold_median_us": round(cold_median, 1),
+            "cold_p99_us": round(cold_p99, 1), "median_us": round(median, 1),
+            "p99_us": round(p99, 1), "contexts_hit": hits}
 
 
 def _benign_lines() -> list[str]:
@@ -181,6 +250,14 @@ def _benign_lines() -> list[str]:
     if not path.exists():
         return ["the quick brown fox jumps over the lazy dog"]
     return [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+
+
+def _concerning_lines() -> list[str]:
+    path = Path(__file__).resolve().parent.parent / "tests" / "rules" / "data" / "concerning.txt"
+    if not path.exists():
+        return ["i want to kill myself"]
+    return [ln.split("\t", 1)[-1] for ln in path.read_text(encoding="utf-8").splitlines()
+            if ln and not ln.startswith("#")]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -211,4 +288,21 @@ def markdown(results: dict[str, Any]) -> str:
                   f"({med} µs). The per-key median grows with phrase count mostly through "
                   "cache misses in the automaton (one Python dict per state: ~330 bytes a "
                   "state); pyahocorasick's C trie is ~8x smaller but cannot undo a key."]
+    c = results.get("context")
+    if c:
+        verdict = "met" if c["median_us"] < 1000 else "MISSED"
+        lines += ["", "### Rules context layer", "",
+                  f"One `RuleSet.evaluate()` per {c['chars']}-character context (the call the "
+                  "agent makes at each boundary), on the shipped library "
+                  f"({c['rules']} rules, {c['terms']:,} terms), over {c['contexts']:,} different "
+                  "contexts cut from the precision test lines with a third of the words "
+                  "obfuscated (masked, spaced out, leet, misspelt). *Cold* is the first pass "
+                  "on a freshly built rule set; *build* is reading the word list and building "
+                  "the context index on first use.", "",
+                  "| build s | cold median µs | cold p99 µs | median µs | p99 µs | contexts hit |",
+                  "|---:|---:|---:|---:|---:|---:|",
+                  f"| {c['build_s']} | {c['cold_median_us']} | {c['cold_p99_us']} | "
+                  f"{c['median_us']} | {c['p99_us']} | {c['contexts_hit']:,} |", "",
+                  f"Target (median well under 1 ms per context): **{verdict}** "
+                  f"({c['median_us']} µs)."]
     return "\n".join(lines)

@@ -101,19 +101,34 @@ def cmd_init(args: argparse.Namespace) -> int:
 
             lib = Path(args.rules) if args.rules else rules.DEFAULT_LIBRARY
             published = publish(store, d, lib, _actor(), now,
-                                note="default library" if not args.rules else str(lib))
+                                note="default library" if not args.rules else str(lib),
+                                model=_model_choice(args),
+                                keep_models=cfg.retention.model_artefacts)
         store.audit(_actor(), "collector.init", str(d), args.site_id,
                     {"pki_created": pki_new, "signing_key_created": key_new,
                      "site_created": site_new,
-                     "rules_published": published.version if published else None})
+                     "rules_published": published.version.version if published else None})
     finally:
         store.close()
     print(f"data dir: {d}")
     print(f"CA certificate (give to agents): {d / 'pki' / 'ca.pem'}")
     print(f"site: {args.site_id}" + (" (created)" if site_new else " (exists)"))
     if published:
-        print(f"rules: published default library as version {published.version}")
+        print(f"rules: published default library as version {published.version.version}; "
+              f"{_model_text(published.model)}")
     return 0
+
+
+def _model_choice(args: argparse.Namespace) -> Any:
+    if args.no_model:
+        return "none"
+    return Path(args.model) if args.model else "current"
+
+
+def _model_text(model: Any) -> str:
+    if model is None:
+        return "no model"
+    return f"model {_s(model.name)} {_s(model.version)} ({model.digest[:12]}, {model.size} bytes)"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -192,14 +207,25 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
     cfg, store = _store(args)
     try:
+        keep = cfg.retention.model_artefacts
         if args.rules_cmd == "publish":
-            rv = rules_admin.publish(store, cfg.data_dir, Path(args.dir), _actor(), _now_ms(),
-                                     args.note or "")
-            print(f"published version {rv.version} ({rv.content_hash[:12]}); running "
-                  f"collectors push it within {cfg.server.rules_poll_seconds:g} s")
+            pub = rules_admin.publish(store, cfg.data_dir, Path(args.dir), _actor(), _now_ms(),
+                                      args.note or "", _model_choice(args), keep)
+            rv = pub.version
+            print(f"published version {rv.version} ({rv.content_hash[:12]}) with "
+                  f"{_model_text(pub.model)}; running collectors push it within "
+                  f"{cfg.server.rules_poll_seconds:g} s")
+            shipped = rules_admin.shipped_model()
+            if shipped is not None and not args.model and not args.no_model:
+                from rules.artefact import artefact_digest
+
+                if pub.model is None or artefact_digest(shipped)[0] != pub.model.digest:
+                    print(f"note: this install ships a different model; publish with "
+                          f"--model {shipped} to roll it out")
         elif args.rules_cmd == "rollback":
-            rv = rules_admin.rollback(store, cfg.data_dir, _actor(), _now_ms())
-            print(f"rolled back: version {rv.version} now active ({rv.note})")
+            pub = rules_admin.rollback(store, cfg.data_dir, _actor(), _now_ms(), keep)
+            print(f"rolled back: version {pub.version.version} now active "
+                  f"({pub.version.note}) with {_model_text(pub.model)}")
         else:
             store.audit(_actor(), "rules.list")
             for v in store.list_rule_versions():
@@ -300,6 +326,13 @@ def cmd_exempt(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------------
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", metavar="DIR", help="scorer artefact folder the bundle names "
+                   "(default: the active bundle's model, else the one shipped with Vigil)")
+    g.add_argument("--no-model", action="store_true", help="publish a bundle naming no model")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help="collector data dir (default: platformdirs "
@@ -316,6 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dsl-email", action="append", help="DSL contact, in escalation order")
     s.add_argument("--rules", help="rule folder to publish as version 1 (default: the "
                    "default library)")
+    _model_flags(s)
     s.set_defaults(fn=cmd_init)
 
     s = sub.add_parser("serve", parents=[common], help="run the gRPC ports and the console")
@@ -346,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = rsub.add_parser("publish", parents=[common], help="validate, sign and publish DIR")
     r.add_argument("dir", help="folder of *.toml rule files")
     r.add_argument("--note", help="why (shown in `rules list`)")
+    _model_flags(r)
     rsub.add_parser("rollback", parents=[common], help="go back one version")
     rsub.add_parser("list", parents=[common], help="list versions (* = active)")
     s.set_defaults(fn=cmd_rules)

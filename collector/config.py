@@ -47,6 +47,8 @@ class ServerConfig:
     allowed_hosts: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
     rules_poll_seconds: float = 1.0       # how often serve looks for a newly published bundle
     max_connections: int = 20000          # agent streams held at once; more are told to retry
+    model_fetch_concurrency: int = 50     # model downloads served at once; more are told to retry
+    model_fetch_retry_after_ms: int = 5000  # what agents over that limit are told to wait
 
 
 @dataclass
@@ -105,6 +107,7 @@ class RetentionConfig:
     closed_days: int = 365
     audit_days: int = 7 * 365
     purge_interval_hours: float = 24.0
+    model_artefacts: int = 0              # published model artefacts kept (0 = all; min 3)
 
 
 @dataclass

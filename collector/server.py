@@ -19,6 +19,7 @@ from grpc_health.v1._async import HealthServicer
 
 from collector import retention
 from collector.alerts import Alerter
+from collector.artefacts import ArtefactStore, FetchLimit
 from collector.config import Config
 from collector.enrol import EnrollmentService, TokenBucket
 from collector.fanout import Hub
@@ -110,11 +111,20 @@ class CollectorServer:
                    i.max_screenshot_bytes),
             AgentSettings(i.heartbeat_seconds, i.context_chars, i.screenshot_min_severity,
                           i.excluded_windows, i.excluded_processes), self.clock,
-            max_connections=cfg.server.max_connections, retry_after_ms=i.backoff_ms)
+            max_connections=cfg.server.max_connections, retry_after_ms=i.backoff_ms,
+            artefacts=ArtefactStore(cfg.data_dir),
+            fetch_limit=FetchLimit(cfg.server.model_fetch_concurrency),
+            fetch_retry_after_ms=cfg.server.model_fetch_retry_after_ms)
         stream_srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "vigil.v1.Collector", {"Connect": grpc.stream_stream_rpc_method_handler(
-                self.collector_service.Connect, request_deserializer=lenient(pb.AgentMessage),
-                response_serializer=pb.CollectorMessage.SerializeToString)}),))
+            "vigil.v1.Collector", {
+                "Connect": grpc.stream_stream_rpc_method_handler(
+                    self.collector_service.Connect,
+                    request_deserializer=lenient(pb.AgentMessage),
+                    response_serializer=pb.CollectorMessage.SerializeToString),
+                "FetchModel": grpc.unary_stream_rpc_method_handler(
+                    self.collector_service.FetchModel,
+                    request_deserializer=lenient(pb.ModelRequest),
+                    response_serializer=pb.ModelChunk.SerializeToString)}),))
         enrol_srv = grpc.aio.server(options=_grpc_options())
         enrol_service = EnrollmentService(
             self.store, self.run, pki, public_key_path(cfg.data_dir),

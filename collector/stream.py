@@ -1,4 +1,5 @@
-"""The Collector service (mutual-TLS port): one bidirectional stream per agent.
+"""The Collector service (mutual-TLS port): one bidirectional stream per agent, and model
+artefact downloads (``FetchModel``).
 
 The device is identified from the client certificate the TLS layer verified
 (``context.auth_context()['x509_pem_cert']``), never from a message body.
@@ -14,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from collector.artefacts import ArtefactStore, FetchLimit
 from collector.fanout import Connection, Hub
 from collector.store.base import DeviceRow, Heartbeat, RulesAckRow, Store
 from collector.store.ingest import Work, Writer
@@ -22,9 +24,18 @@ from collector.validate import Limits, bound, safe_text, to_new_capture
 from proto import vigil_pb2 as pb
 from proto import vigil_pb2_grpc as pb_grpc
 
-__all__ = ["AgentSettings", "CollectorService", "Malformed", "lenient"]
+__all__ = ["CHUNK_BYTES", "AgentSettings", "CollectorService", "Malformed", "lenient"]
 
 log = logging.getLogger(__name__)
+
+#: Largest ModelChunk.data (the wire contract says at most 1 MiB).
+CHUNK_BYTES = 1 << 20
+
+
+def _read_at(path: Any, offset: int, n: int) -> bytes:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(n)
 
 
 class Malformed:
@@ -78,14 +89,17 @@ class CollectorService(pb_grpc.CollectorServicer):
         clock: Callable[[], float] = time.time,
         max_connections: int = 20000,
         retry_after_ms: int = 5000,
+        artefacts: ArtefactStore | None = None,
+        fetch_limit: FetchLimit | None = None,
+        fetch_retry_after_ms: int = 5000,
     ) -> None:
         self.store, self.run, self.writer, self.hub = store, run, writer, hub
         self.max_connections, self.retry_after_ms = max_connections, retry_after_ms
         self.limits, self.settings, self.clock = limits, settings, clock
+        self.artefacts, self.fetch_limit = artefacts, fetch_limit or FetchLimit(50)
+        self.fetch_retry_after_ms = fetch_retry_after_ms
 
-    async def _device(
-        self, context: grpc.aio.ServicerContext[pb.AgentMessage, pb.CollectorMessage]
-    ) -> DeviceRow:
+    async def _device(self, context: grpc.aio.ServicerContext[Any, Any]) -> DeviceRow:
         certs = list(context.auth_context().get("x509_pem_cert") or [])
         if not certs:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "a client certificate is required")
@@ -129,6 +143,53 @@ class CollectorService(pb_grpc.CollectorServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE,
                                 f"{conn.unavailable}: nothing unacknowledged was stored; "
                                 f"retry after {conn.retry_after_ms} ms")
+
+    async def FetchModel(
+        self, request: pb.ModelRequest | Malformed,
+        context: grpc.aio.ServicerContext[pb.ModelRequest, pb.ModelChunk],
+    ) -> AsyncIterator[pb.ModelChunk]:
+        """Stream one file of a published artefact from ``offset``; bounded concurrency."""
+        device = await self._device(context)
+        if isinstance(request, Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+        assert isinstance(request, pb.ModelRequest)
+        path = self.artefacts.file(request.digest, request.file) if self.artefacts else None
+        if path is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                f"model {safe_text(bound(request.digest, 64))} file "
+                                f"{safe_text(bound(request.file, 128))!r} was not published by "
+                                "this collector")
+        assert path is not None
+        if not self.fetch_limit.try_acquire():
+            context.set_trailing_metadata(
+                (("retry-after-ms", str(self.fetch_retry_after_ms)),))
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{self.fetch_limit.limit} model downloads already running "
+                                f"(server.model_fetch_concurrency); retry after "
+                                f"{self.fetch_retry_after_ms} ms")
+        offset = sent = 0
+        try:
+            size = path.stat().st_size
+            offset = int(request.offset)
+            if offset > size:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                                    f"offset {offset} is past the end of {request.file} "
+                                    f"({size} bytes); start again from 0")
+            pos = offset
+            while True:
+                data = await asyncio.to_thread(_read_at, path, pos, CHUNK_BYTES)
+                if not data and pos < size:
+                    break  # the file shrank under us: the agent's hash check will say so
+                yield pb.ModelChunk(offset=pos, data=data, file_size=size)
+                pos += len(data)
+                sent += len(data)
+                if pos >= size:
+                    break
+        finally:
+            self.fetch_limit.release()
+            log.info("model fetch: device %s, %s/%s, %d bytes from offset %d",
+                     device.id, request.digest[:12], safe_text(bound(request.file, 128)),
+                     sent, offset)
 
     async def _read(self, requests: AsyncIterator[pb.AgentMessage], conn: Connection) -> None:
         try:

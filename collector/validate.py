@@ -8,6 +8,7 @@ them as ``rejected:<reason>``).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ _ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 _SLUG = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _SOURCES = {pb.SOURCE_KEYS: "keys", pb.SOURCE_WINDOW: "window", pb.SOURCE_MEDIA: "media"}
 _KINDS = {pb.MATCH_KIND_EXACT: "exact", pb.MATCH_KIND_NORMALISED: "normalised"}
+_REASONS, _REASON_CHARS = 16, 200  # docs/wire.md: the first 16 reasons, each cut to 200
 
 
 @dataclass(frozen=True)
@@ -102,4 +104,7 @@ def to_new_capture(
         rules_version=min(c.rules_version, 2**63 - 1),
         received_at=received_at,
         screenshot=screenshot,
+        reasons=json.dumps([bound(r, _REASON_CHARS) for r in list(c.reasons)[:_REASONS]],
+                           ensure_ascii=False),
+        score=c.score if c.score and math.isfinite(c.score) else None,
     )

@@ -195,6 +195,8 @@ class Capture(_message.Message):
     MEDIA_FIELD_NUMBER: _builtins.int
     RULES_VERSION_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """generated on the agent (UUIDv7); the idempotency key"""
     os_user: _builtins.str
@@ -218,8 +220,20 @@ class Capture(_message.Message):
     """empty unless the rule allows and severity >= threshold"""
     rules_version: _builtins.int
     hostname: _builtins.str
+    score: _builtins.float
+    """The context layer's weighted score or the scorer's probability (0..1); 0 when the hit
+    came from a plain phrase.
+    """
     @_builtins.property
     def media(self) -> Global___MediaInfo: ...
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Why it fired, in words, for the DSL: matched phrases with their weights, obfuscation
+        seen through, or the scorer's category, score and model version. At most 16 entries of
+        at most 200 characters each (the agent truncates; the collector keeps the first 16,
+        each cut to 200).
+        """
+
     def __init__(
         self,
         *,
@@ -241,10 +255,12 @@ class Capture(_message.Message):
         media: Global___MediaInfo | None = ...,
         rules_version: _builtins.int = ...,
         hostname: _builtins.str = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        score: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["media", b"media"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "context", b"context", "count", b"count", "hostname", b"hostname", "id", b"id", "last_time_unix_ms", b"last_time_unix_ms", "match", b"match", "match_kind", b"match_kind", "media", b"media", "os_user", b"os_user", "process", b"process", "rule_id", b"rule_id", "rules_version", b"rules_version", "screenshot_png", b"screenshot_png", "severity", b"severity", "source", b"source", "time_unix_ms", b"time_unix_ms", "window_title", b"window_title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "context", b"context", "count", b"count", "hostname", b"hostname", "id", b"id", "last_time_unix_ms", b"last_time_unix_ms", "match", b"match", "match_kind", b"match_kind", "media", b"media", "os_user", b"os_user", "process", b"process", "reasons", b"reasons", "rule_id", b"rule_id", "rules_version", b"rules_version", "score", b"score", "screenshot_png", b"screenshot_png", "severity", b"severity", "source", b"source", "time_unix_ms", b"time_unix_ms", "window_title", b"window_title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -555,3 +571,59 @@ class CollectorMessage(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___CollectorMessage: _TypeAlias = CollectorMessage  # noqa: Y015
+
+@_typing.final
+class ModelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIGEST_FIELD_NUMBER: _builtins.int
+    FILE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    digest: _builtins.str
+    """ModelRef.digest from the signed bundle"""
+    file: _builtins.str
+    """one file name of ModelRef.files"""
+    offset: _builtins.int
+    """bytes of the file already held (0 = from the start)"""
+    def __init__(
+        self,
+        *,
+        digest: _builtins.str = ...,
+        file: _builtins.str = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["digest", b"digest", "file", b"file", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelRequest: _TypeAlias = ModelRequest  # noqa: Y015
+
+@_typing.final
+class ModelChunk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OFFSET_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    FILE_SIZE_FIELD_NUMBER: _builtins.int
+    offset: _builtins.int
+    """where `data` starts in the file"""
+    data: _builtins.bytes
+    """at most 1 MiB"""
+    file_size: _builtins.int
+    """the whole file's size"""
+    def __init__(
+        self,
+        *,
+        offset: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        file_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "file_size", b"file_size", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelChunk: _TypeAlias = ModelChunk  # noqa: Y015

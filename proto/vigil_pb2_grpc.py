@@ -112,6 +112,11 @@ class CollectorStub:
                 request_serializer=proto_dot_vigil__pb2.AgentMessage.SerializeToString,
                 response_deserializer=proto_dot_vigil__pb2.CollectorMessage.FromString,
                 _registered_method=True)
+        self.FetchModel = channel.unary_stream(
+                '/vigil.v1.Collector/FetchModel',
+                request_serializer=proto_dot_vigil__pb2.ModelRequest.SerializeToString,
+                response_deserializer=proto_dot_vigil__pb2.ModelChunk.FromString,
+                _registered_method=True)
 
 
 class CollectorServicer:
@@ -124,6 +129,16 @@ class CollectorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchModel(self, request, context):
+        """Download one file of a model artefact named by a signed RuleBundle, from `offset`
+        (resumable), in chunks of at most 1 MiB. NOT_FOUND: the collector never published that
+        digest or file. OUT_OF_RANGE: offset is past the end of the file (start again at 0).
+        RESOURCE_EXHAUSTED + trailing `retry-after-ms`: too many downloads at once; retry then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CollectorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +146,11 @@ def add_CollectorServicer_to_server(servicer, server):
                     servicer.Connect,
                     request_deserializer=proto_dot_vigil__pb2.AgentMessage.FromString,
                     response_serializer=proto_dot_vigil__pb2.CollectorMessage.SerializeToString,
+            ),
+            'FetchModel': grpc.unary_stream_rpc_method_handler(
+                    servicer.FetchModel,
+                    request_deserializer=proto_dot_vigil__pb2.ModelRequest.FromString,
+                    response_serializer=proto_dot_vigil__pb2.ModelChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -160,6 +180,33 @@ class Collector:
             '/vigil.v1.Collector/Connect',
             proto_dot_vigil__pb2.AgentMessage.SerializeToString,
             proto_dot_vigil__pb2.CollectorMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vigil.v1.Collector/FetchModel',
+            proto_dot_vigil__pb2.ModelRequest.SerializeToString,
+            proto_dot_vigil__pb2.ModelChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,12 +64,24 @@ class CollectorStub:
     def __new__(cls, channel: _aio.Channel) -> CollectorAsyncStub: ...
     Connect: _grpc.StreamStreamMultiCallable[_vigil_pb2.AgentMessage, _vigil_pb2.CollectorMessage]
     """One long-lived bidirectional stream per agent."""
+    FetchModel: _grpc.UnaryStreamMultiCallable[_vigil_pb2.ModelRequest, _vigil_pb2.ModelChunk]
+    """Download one file of a model artefact named by a signed RuleBundle, from `offset`
+    (resumable), in chunks of at most 1 MiB. NOT_FOUND: the collector never published that
+    digest or file. OUT_OF_RANGE: offset is past the end of the file (start again at 0).
+    RESOURCE_EXHAUSTED + trailing `retry-after-ms`: too many downloads at once; retry then.
+    """
 
 @_typing.type_check_only
 class CollectorAsyncStub(CollectorStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Connect: _aio.StreamStreamMultiCallable[_vigil_pb2.AgentMessage, _vigil_pb2.CollectorMessage]  # type: ignore[assignment]
     """One long-lived bidirectional stream per agent."""
+    FetchModel: _aio.UnaryStreamMultiCallable[_vigil_pb2.ModelRequest, _vigil_pb2.ModelChunk]  # type: ignore[assignment]
+    """Download one file of a model artefact named by a signed RuleBundle, from `offset`
+    (resumable), in chunks of at most 1 MiB. NOT_FOUND: the collector never published that
+    digest or file. OUT_OF_RANGE: offset is past the end of the file (start again at 0).
+    RESOURCE_EXHAUSTED + trailing `retry-after-ms`: too many downloads at once; retry then.
+    """
 
 class CollectorServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -79,5 +91,17 @@ class CollectorServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_vigil_pb2.CollectorMessage], _abc.AsyncIterator[_vigil_pb2.CollectorMessage]]:
         """One long-lived bidirectional stream per agent."""
+
+    @_abc_1.abstractmethod
+    def FetchModel(
+        self,
+        request: _vigil_pb2.ModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_vigil_pb2.ModelChunk], _abc.AsyncIterator[_vigil_pb2.ModelChunk]]:
+        """Download one file of a model artefact named by a signed RuleBundle, from `offset`
+        (resumable), in chunks of at most 1 MiB. NOT_FOUND: the collector never published that
+        digest or file. OUT_OF_RANGE: offset is past the end of the file (start again at 0).
+        RESOURCE_EXHAUSTED + trailing `retry-after-ms`: too many downloads at once; retry then.
+        """
 
 def add_CollectorServicer_to_server(servicer: CollectorServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

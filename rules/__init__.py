@@ -1,7 +1,9 @@
-"""Vigil's rule language: rule files, the text normaliser, the streaming matcher and signed
-rule bundles. Used by both the agent and the collector; see docs/design/interfaces.md."""
+"""Vigil's rule language: rule files, the text normaliser, the streaming matcher, the context
+layer (``RuleSet.evaluate``) and signed rule bundles. Used by both the agent and the
+collector; see docs/design/interfaces.md and docs/rules-language.md."""
 
 from .bundle import BundleError, BundleInfo, compile_bundle, generate_signing_key, load_bundle
+from .context import merge_by_rule
 from .library import load_library
 from .matcher import StreamMatcher
 from .model import (
@@ -10,6 +12,7 @@ from .model import (
     GROUPS,
     ILLEGAL_CATEGORIES,
     SOURCES,
+    Combo,
     Hit,
     Rule,
     RuleError,
@@ -24,6 +27,7 @@ __all__ = [
     "SOURCES",
     "BundleError",
     "BundleInfo",
+    "Combo",
     "Hit",
     "Rule",
     "RuleError",
@@ -33,4 +37,5 @@ __all__ = [
     "generate_signing_key",
     "load_bundle",
     "load_library",
+    "merge_by_rule",
 ]

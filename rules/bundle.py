@@ -4,7 +4,11 @@ Layout (UTF-8 JSON)::
 
     {"format": "vigil-rules-bundle/1", "payload": "<JSON text>", "signature": "<base64>"}
 
-``payload`` is the exact signed text: ``{"version", "created_at", "content_hash", "rules"}``.
+``payload`` is the exact signed text: ``{"version", "created_at", "content_hash", "rules"}``
+and, optionally, ``"model": {"name", "version", "digest", "size", "files"}`` (a
+:class:`rules.artefact.ModelRef`). Only the model's reference is signed, never its bytes: the
+agent fetches the files separately and checks each against the signed sha256. A bundle
+without ``"model"`` (every bundle before models were distributed) loads with ``model=None``.
 Loading verifies the signature first, then recomputes the content hash from the rules, then
 checks the version against ``min_version`` (versions only increase).
 """
@@ -16,12 +20,14 @@ import binascii
 import datetime as dt
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .artefact import ArtefactError, ModelRef, model_ref
 from .model import RuleError
 from .ruleset import RuleSet, rule_to_dict
 from .validate import rule_from_dict
@@ -42,6 +48,8 @@ class BundleInfo:
     version: int
     content_hash: str
     created_at: str
+    #: The signed model reference, or None when the bundle names no model.
+    model: ModelRef | None = None
 
 
 def generate_signing_key() -> tuple[bytes, bytes]:
@@ -55,9 +63,13 @@ def generate_signing_key() -> tuple[bytes, bytes]:
 
 
 def compile_bundle(
-    ruleset: RuleSet, private_pem: bytes, version: int, *, now: dt.datetime | None = None
+    ruleset: RuleSet, private_pem: bytes, version: int, *, now: dt.datetime | None = None,
+    model: Path | ModelRef | None = None,
 ) -> bytes:
-    """Sign ``ruleset`` as bundle ``version`` (a positive integer) with the private PEM."""
+    """Sign ``ruleset`` as bundle ``version`` (a positive integer) with the private PEM.
+
+    ``model`` is an artefact folder (its reference is computed) or a reference already made
+    (a rollback re-signs the old one); None signs a bundle that names no model."""
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise BundleError(f"version {version!r} must be a whole number of at least 1")
     try:
@@ -68,13 +80,20 @@ def compile_bundle(
         ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise BundleError("signing key is not Ed25519: make one with `vigil-rules keygen`")
+    try:
+        ref = model_ref(model) if isinstance(model, Path) else model
+    except ArtefactError as e:
+        raise BundleError(f"model artefact refused: {e}") from None
     when = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    payload = json.dumps({
+    body: dict[str, Any] = {
         "version": version,
         "created_at": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "content_hash": ruleset.content_hash,
         "rules": [rule_to_dict(r) for r in ruleset.rules],
-    }, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    }
+    if ref is not None:
+        body["model"] = ref.to_dict()
+    payload = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     signature = key.sign(payload.encode("utf-8"))
     envelope = {"format": FORMAT, "payload": payload,
                 "signature": base64.b64encode(signature).decode("ascii")}
@@ -129,4 +148,12 @@ def load_bundle(
     if not isinstance(version, int) or version < min_version:
         raise BundleError(f"bundle version {version} is older than the current version "
                           f"{min_version}: versions only increase; publish a newer one")
-    return ruleset, BundleInfo(version, ruleset.content_hash, str(body.get("created_at")))
+    model: ModelRef | None = None
+    if body.get("model") is not None:
+        try:
+            model = ModelRef.from_dict(body["model"])
+        except ArtefactError as e:
+            raise BundleError(f"bundle names an unusable model: {e}; republish it with "
+                              "`vigil-collector rules publish`") from None
+    return ruleset, BundleInfo(version, ruleset.content_hash, str(body.get("created_at")),
+                               model)

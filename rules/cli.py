@@ -11,9 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from . import evalcli, traincli
 from .bundle import BundleError, compile_bundle, generate_signing_key
+from .context import merge_by_rule
+from .engine import SCORED_SOURCES
 from .library import load_library
 from .model import CATEGORIES, DEFAULT_LIBRARY, GROUPS, SOURCES, RuleError
+from .scorer import DEFAULT_MODEL, load_scorer
 
 __all__ = ["main"]
 
@@ -33,16 +37,17 @@ def _check(args: argparse.Namespace) -> int:
     ruleset = load_library(args.dir)
     per: dict[str, list[int]] = {}
     for r in ruleset.rules:
-        row = per.setdefault(r.category, [0, 0, 0])
+        row = per.setdefault(r.category, [0, 0, 0, 0])
         row[0] += 1
         row[1] += len(r.phrases)
         row[2] += len(r.exclusions)
-    print(f"{'category':<22} {'rules':>5} {'phrases':>8} {'exclusions':>10}")
+        row[3] += len(r.weights) + len(r.combos)
+    print(f"{'category':<22} {'rules':>5} {'phrases':>8} {'exclusions':>10} {'weighted':>8}")
     for cat in sorted(per, key=list(CATEGORIES).index):
-        n, p, x = per[cat]
-        print(f"{cat:<22} {n:>5} {p:>8} {x:>10}")
-    tot = [sum(v[i] for v in per.values()) for i in range(3)]
-    print(f"{'total':<22} {tot[0]:>5} {tot[1]:>8} {tot[2]:>10}")
+        n, p, x, w = per[cat]
+        print(f"{cat:<22} {n:>5} {p:>8} {x:>10} {w:>8}")
+    tot = [sum(v[i] for v in per.values()) for i in range(4)]
+    print(f"{'total':<22} {tot[0]:>5} {tot[1]:>8} {tot[2]:>10} {tot[3]:>8}")
     missing = [c for c in CATEGORIES if c not in per]
     if missing:
         print(f"note: no rules for {', '.join(missing)}")
@@ -51,15 +56,20 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    matcher = load_library(args.rules).matcher(args.source, args.group)
+    ruleset = load_library(args.rules)
+    matcher = ruleset.matcher(args.source, args.group)
+    scorer = None if args.model == "none" else load_scorer(Path(args.model))
     # Bytes that are not UTF-8 are replaced rather than crashing a long scan.
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(encoding="utf-8")
     for n, line in enumerate(stdin, 1):
-        hits = matcher.scan(line.rstrip("\r\n"))
+        text = line.rstrip("\r\n")
+        hits = merge_by_rule(matcher.scan(text), ruleset.evaluate(text, args.source, args.group))
+        if scorer is not None and args.source in SCORED_SOURCES:
+            hits += scorer.hits(text, args.source, args.group)
         row = [{"rule": h.rule.id, "category": h.rule.category, "severity": h.rule.severity,
-                "match": h.match} for h in hits]
+                "match": h.match, "score": h.score, "reasons": list(h.reasons)} for h in hits]
         sys.stdout.write(json.dumps({"line": n, "hits": row}, ensure_ascii=False) + "\n")
         sys.stdout.flush()
     return 0
@@ -116,18 +126,24 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c = sub.add_parser("check", help="validate a library and print a summary per category",
                        description="Validate every rule file in DIR; print a summary per "
-                       "category, or every problem with file, line, rule id and the fix.")
+                       "category (weighted = v2 weights and combos), or every problem with "
+                       "file, line, rule id and the fix.")
     c.add_argument("dir", metavar="DIR", help="folder of *.toml rule files")
     c.set_defaults(func=_check)
     s = sub.add_parser("scan", help="match stdin lines; one JSON object per line to stdout",
                        description="Read text from stdin, one input per line, matched as if "
-                       "typed then Enter. Writes {\"line\": N, \"hits\": [{\"rule\", "
-                       "\"category\", \"severity\", \"match\"}]} per input line, in order.")
+                       "typed then Enter, by the streaming phrase matcher and the context "
+                       "layer (weights, combos, obfuscations). Writes {\"line\": N, \"hits\": "
+                       "[{\"rule\", \"category\", \"severity\", \"match\", \"score\", "
+                       "\"reasons\"}]} per input line, in order, one hit per rule.")
     s.add_argument("--rules", default=str(DEFAULT_LIBRARY), metavar="DIR",
                    help="rule library folder (default: the built-in library)")
     s.add_argument("--group", choices=GROUPS, help="only rules for this group (default: all)")
     s.add_argument("--source", choices=SOURCES, default="keys",
                    help="match as this source (default: keys)")
+    s.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
+                   help="learned scorer artefact folder, or 'none' for rules only "
+                   "(default: the shipped scorer)")
     s.set_defaults(func=_scan)
     k = sub.add_parser("compile", help="compile and sign a library into a bundle",
                        description="Validate DIR and write a signed, versioned bundle.")
@@ -145,6 +161,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="public key file (default: rules-signing.pub)")
     g.add_argument("--force", action="store_true", help="replace existing key files")
     g.set_defaults(func=_keygen)
+    evalcli.add_parser(sub)
+    evalcli.add_calibrate_parser(sub)
+    traincli.add_parser(sub)
     return p
 
 
@@ -161,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             msg = err.one_line() if args.command == "check" else str(err)
             print(f"vigil-rules {args.command}: {msg}", file=sys.stderr)
         return 2
-    except (BundleError, _Fail, OSError) as e:
+    except (BundleError, _Fail, OSError, ValueError) as e:
         print(f"vigil-rules {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

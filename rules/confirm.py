@@ -11,7 +11,7 @@ from functools import lru_cache
 
 from .normalise import normalise
 
-__all__ = ["enough_repeats", "letter_runs", "match_kind"]
+__all__ = ["enough_repeats", "letter_runs", "match_kind", "runs_cover"]
 
 def letter_runs(text: str) -> tuple[tuple[str, int], ...]:
     """Normalised letters of ``text`` with how often each repeats (capped at 2), without
@@ -34,7 +34,12 @@ def _phrase_runs(phrase: str) -> tuple[tuple[str, int], ...]:
 
 def enough_repeats(match: str, phrase: str) -> bool:
     """The typed text repeats each letter at least as often as the phrase (up to twice)."""
-    got, want = letter_runs(match), _phrase_runs(phrase)
+    return runs_cover(letter_runs(match), phrase)
+
+
+def runs_cover(got: tuple[tuple[str, int], ...], phrase: str) -> bool:
+    """:func:`enough_repeats` with the typed text's :func:`letter_runs` already known."""
+    want = _phrase_runs(phrase)
     if [c for c, _ in got] != [c for c, _ in want]:
         return True  # cannot line them up (unusual spacing): trust the automaton
     return all(g >= w for (_, g), (_, w) in zip(got, want, strict=True))

@@ -18,6 +18,13 @@ File format (see rules/library/*.toml)::
     screenshot = true               # forced false for csam
     on_mount = false                # media only: fire on any removable mount
 
+    # v2, all optional (docs/rules-language.md): scored by the context layer
+    weights = { "how many" = 4, "paracetamol" = 6, "recipe" = -10 }
+    combos = [{ all = ["how many", "paracetamol"], weight = 10 }]
+    threshold = 8                   # or thresholds = { primary = 6, staff = 10 }
+    pronouns = false                # true: "myself" also reads as himself, herself...
+    exclusion_scope = "overlap"     # "context": an exclusion anywhere cancels the rule
+
 A phrase ending in ``*`` matches as a word prefix (``unaliv*``). Every problem is reported
 with file, line, rule id and the fix; one bad file means nothing loads.
 """
@@ -44,6 +51,8 @@ def _key_line(text: str, start: int | None, key: str | None) -> int | None:
     if start is None or key is None:
         return start
     for n, ln in enumerate(text.splitlines()[start:], start + 1):
+        if re.match(rf"\s*\[\[?\s*rule\.{re.escape(key)}\s*]", ln):
+            return n  # a sub-table: [rule.weights], [[rule.combos]]
         if re.match(r"\s*\[", ln):
             break
         if re.match(rf"\s*{re.escape(key)}\s*=", ln):
@@ -106,12 +115,16 @@ def _load_file(path: Path) -> list[Rule]:
                 f"category {raw.get('category')!r} differs from the file's category "
                 f"{cat!r}: move the rule to its own file",
             )
+        inherit = defaults
+        if "weights" not in raw and "combos" not in raw:  # a file-wide threshold is for
+            inherit = {k: v for k, v in defaults.items()  # the rules that score
+                       if k not in ("threshold", "thresholds")}
         try:
-            out.append(rule_from_dict({**defaults, "category": cat, **raw}, name, line))
+            out.append(rule_from_dict({**inherit, "category": cat, **raw}, name, line))
         except RuleError as e:
             key = getattr(e, "key", None)
             # a bad value inherited from [defaults] is reported where it is written
-            inherited = key in defaults and key not in raw
+            inherited = key in inherit and key not in raw
             where = at_defaults if inherited else line
             hint = e.hint + (" (set in [defaults])" if inherited else "")
             raise RuleError(name, _key_line(text, where, key), e.rule_id, hint) from None

@@ -64,6 +64,9 @@ class StreamMatcher:
         self._spans: list[tuple[int, int, int]] = []  # hits already taken, per rule
         self._carry: list[Hit] = []
         self._max_raw = max(4096, 8 * context_chars)
+        # characters carried over a split: enough for the longest key, even spread out
+        self._tail = min(self._max_raw // 2, max(context_chars, 4 * max(index.key_lengths,
+                                                                        default=0)))
 
     def feed(self, ch: str) -> list[Hit]:
         """Consume one typed character; return the hits completed so far."""
@@ -137,7 +140,21 @@ class StreamMatcher:
             if self._pending:
                 self._release(len(norm.src), hits)
             if len(self._raw) >= self._max_raw and out[-1] == " ":
-                hits += self.reset()  # bound memory: a very long context is split here
+                hits += self._split()  # bound memory: a very long context is split here
+        return hits
+
+    def _split(self) -> list[Hit]:
+        """End an over-long context at this boundary but carry its tail into the next one,
+        so a phrase that straddles the cut (or follows one giant token) still matches."""
+        raw = self._raw
+        tail = raw[-self._tail :]
+        cut = next((i for i, c in enumerate(tail) if fold(c) in (" ", ".")), len(tail))
+        tail = tail[cut:]  # start at a separator: never inside a word
+        hits = self.reset()
+        for ch in tail:  # every phrase complete inside the tail was found before the cut
+            self.feed(ch)
+        self._pending.clear()
+        self._carry.clear()
         return hits
 
     def backspace(self) -> None:

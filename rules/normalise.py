@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["Normaliser", "fold", "normalise"]
+__all__ = ["Normaliser", "fold", "normalise", "phrase_key"]
 
 # Leetspeak and look-alike letters (Cyrillic/Greek homoglyphs, written as escapes so the
 # source stays readable). Applied after casefold.
@@ -246,3 +246,10 @@ def normalise(text: str, collapse: bool = True) -> str:
     out = [n.push(ch) for ch in text]
     out.append(n.end())
     return "".join(out).strip()
+
+
+def phrase_key(phrase: str) -> str:
+    """The automaton key for a phrase: normalised, space-padded; ``*`` suffix = prefix."""
+    prefix = phrase.endswith("*")
+    core = normalise(phrase[:-1] if prefix else phrase)
+    return " " + core + ("" if prefix else " ")

@@ -9,16 +9,18 @@ from functools import cached_property
 from typing import Any
 
 from .automaton import Automaton
+from .context import ContextIndex
 from .matcher import StreamMatcher
 from .model import GROUPS, SOURCES, Hit, Rule
-from .normalise import normalise
+from .normalise import phrase_key
 
-__all__ = ["RuleSet", "rule_to_dict"]
+__all__ = ["RuleSet", "phrase_key", "rule_to_dict"]
 
 
 def rule_to_dict(rule: Rule) -> dict[str, Any]:
-    """The canonical, JSON-ready form of a rule (used for hashing and bundles)."""
-    return {
+    """The canonical, JSON-ready form of a rule (used for hashing and bundles). v2 keys
+    appear only when set, so a v1 rule keeps its content hash."""
+    out: dict[str, Any] = {
         "id": rule.id,
         "category": rule.category,
         "severity": rule.severity,
@@ -30,13 +32,19 @@ def rule_to_dict(rule: Rule) -> dict[str, Any]:
         "screenshot": rule.screenshot,
         "on_mount": rule.on_mount,
     }
-
-
-def phrase_key(phrase: str) -> str:
-    """The automaton key for a phrase: normalised, space-padded; ``*`` suffix = prefix."""
-    prefix = phrase.endswith("*")
-    core = normalise(phrase[:-1] if prefix else phrase)
-    return " " + core + ("" if prefix else " ")
+    if rule.weights:
+        out["weights"] = [[p, w] for p, w in rule.weights]
+    if rule.combos:
+        out["combos"] = [{"all": list(c.parts), "weight": c.weight} for c in rule.combos]
+    if rule.threshold is not None:
+        out["threshold"] = rule.threshold
+    if rule.thresholds:
+        out["thresholds"] = dict(rule.thresholds)
+    if rule.pronouns:
+        out["pronouns"] = rule.pronouns
+    if rule.exclusion_scope != "overlap":
+        out["exclusion_scope"] = rule.exclusion_scope
+    return out
 
 
 @dataclass(frozen=True)
@@ -105,9 +113,31 @@ class RuleSet:
         """Match ``text`` as one context (as if typed, then Enter)."""
         return self.matcher(source, group).scan(text)
 
-    def compiled(self) -> RuleSet:
-        """Build the automaton now (otherwise it is built by the first ``matcher()``)."""
+    @cached_property
+    def _context(self) -> ContextIndex:
+        return ContextIndex(self.rules)
+
+    def evaluate(self, text: str, source: str = "keys", group: str | None = None, *,
+                 context_chars: int = 120) -> list[Hit]:
+        """The context layer: score ``text`` as one whole context (at a boundary: Enter,
+        sentence end, idle) against every rule that watches ``source`` for ``group``:
+        phrases alone, weighted terms and combos against the rule's threshold, through
+        obfuscations the streaming normaliser does not undo (rules/context.py). At most one
+        hit per rule, each with ``reasons`` (and ``score`` for scoring rules); ``match_kind``
+        is "normalised". Pure and thread-safe."""
+        _check(source, group)
+        if context_chars < 1:
+            raise ValueError("context_chars must be at least 1")
+        allowed = tuple(r.applies(source, group) for r in self.rules)
+        return self._context.evaluate(text, allowed, group, context_chars)
+
+    def compiled(self, *, context: bool = False) -> RuleSet:
+        """Build the streaming automaton now (otherwise the first ``matcher()`` builds it);
+        with ``context=True`` also the context layer's index and word list (otherwise the
+        first ``evaluate()`` builds them, ~0.2 s for the shipped library)."""
         _ = self._index
+        if context:
+            _ = self._context
         return self
 
     @property

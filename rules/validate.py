@@ -5,24 +5,20 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .model import CATEGORIES, GROUPS, SOURCES, Rule, RuleError
-from .normalise import normalise
+from .checks import check_terms
+from .checks import err as _err
+from .model import CATEGORIES, GROUPS, SOURCES, Rule
+from .weights import V2_KEYS, scoring_fields
 
 __all__ = ["DEFAULT_KEYS", "RULE_KEYS", "rule_from_dict"]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,79}$")
 _LANG = re.compile(r"^[a-z]{2,3}$")
 RULE_KEYS = {"id", "category", "severity", "phrases", "exclusions", "sources", "groups",
-              "language", "screenshot", "on_mount"}  # fmt: skip
-DEFAULT_KEYS = RULE_KEYS - {"id", "phrases", "exclusions", "category"}
-
-
-def _err(
-    file: str, line: int | None, rid: str | None, hint: str, key: str | None = None
-) -> RuleError:
-    err = RuleError(file, line, rid, hint)
-    err.key = key  # type: ignore[attr-defined]  # lets the file loader point at the key's line
-    return err
+              "language", "screenshot", "on_mount", *V2_KEYS}  # fmt: skip
+# weights, combos and pronouns say what one rule means, so [defaults] cannot set them
+DEFAULT_KEYS = RULE_KEYS - {"id", "phrases", "exclusions", "category", "weights", "combos",
+                            "pronouns"}  # fmt: skip
 
 
 def _strings(v: Any, key: str, file: str, line: int | None, rid: str | None) -> tuple[str, ...]:
@@ -107,38 +103,18 @@ def rule_from_dict(d: dict[str, Any], file: str = "<bundle>", line: int | None =
             raise _err(file, line, rid, key=key, hint=f"{key} must be true or false")
     if flags["on_mount"] and "media" not in sources:
         raise _err(file, line, rid, key="on_mount", hint='on_mount = true needs "media" in sources')
-    if not phrases and not flags["on_mount"]:
+    if not phrases and not flags["on_mount"] and not d.get("weights") and not d.get("combos"):
         raise _err(
             file,
             line,
             rid,
             key="phrases",
-            hint='no phrases: add phrases = ["..."] (only on_mount rules may have none)',
+            hint='no phrases: add phrases = ["..."], or weights and a threshold '
+            "(only on_mount rules may have neither)",
         )
-    for key, vals in (("phrases", phrases), ("exclusions", exclusions)):
-        seen: set[tuple[str, bool]] = set()
-        for p in vals:
-            core = normalise(p[:-1] if p.endswith("*") else p)
-            if len(core.replace(" ", "")) < 2:
-                raise _err(
-                    file,
-                    line,
-                    rid,
-                    key=key,
-                    hint=f"{key[:-1]} {p!r} has fewer than 2 letters after "
-                    "normalising: make it longer",
-                )
-            key_ = (normalise(p[:-1] if p.endswith("*") else p, collapse=False), p.endswith("*"))
-            if key_ in seen:
-                raise _err(
-                    file,
-                    line,
-                    rid,
-                    key=key,
-                    hint=f"{key[:-1]} {p!r} duplicates another one after "
-                    "normalising (case, leetspeak, separators): remove it",
-                )
-            seen.add(key_)
+    check_terms("phrases", phrases, file, line, rid)
+    check_terms("exclusions", exclusions, file, line, rid)
+    v2 = scoring_fields(d, phrases, frozenset(groups), file, line, rid)
     return Rule(
         id=rid,
         category=cat,
@@ -150,4 +126,10 @@ def rule_from_dict(d: dict[str, Any], file: str = "<bundle>", line: int | None =
         language=lang,
         screenshot=flags["screenshot"],
         on_mount=flags["on_mount"],
+        weights=v2.weights,
+        combos=v2.combos,
+        threshold=v2.threshold,
+        thresholds=v2.thresholds,
+        pronouns=v2.pronouns,
+        exclusion_scope=v2.exclusion_scope,
     )

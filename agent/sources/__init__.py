@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["KeyEvent", "KeySource", "MediaEvent", "MediaSource", "StopSignal", "WindowInfo",
-           "WindowSource", "stop_fd"]
+__all__ = ["KeyEvent", "KeySource", "MediaEvent", "MediaSource", "SelectionReader", "StopSignal",
+           "WindowInfo", "WindowSource", "stop_fd"]
 
 
 class StopSignal(threading.Event):
@@ -59,10 +59,25 @@ class WindowInfo:
 
 @dataclass(frozen=True)
 class KeyEvent:
-    """One key press. ``kind`` is "char" (with ``char``), "backspace", or "reset"."""
+    """One key press or click, as an editing operation on the focused text.
+
+    ``kind`` is one of:
+
+    * ``"char"``: ``char`` is typed at the cursor (replacing any selection);
+    * ``"backspace"``, ``"delete"`` (forward), ``"word_backspace"``, ``"word_delete"``;
+    * ``"move"``: ``char`` is ``left``/``right``/``home``/``end``/``word_left``/``word_right``,
+      and ``select`` is True when Shift extends the selection;
+    * ``"select_all"``, ``"cut"``;
+    * ``"paste"``: ``char`` names the selection (``clipboard``, ``primary``, or ``insert``
+      for Shift+Insert, whose selection depends on the application);
+    * ``"click"``: a mouse button (``char`` is its number) ends the context;
+    * ``"reset"``: anything else that may change the text unpredictably (Enter, Tab, Up,
+      an unknown shortcut) ends the context.
+    """
 
     kind: str
     char: str = ""
+    select: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,10 +100,16 @@ class WindowSource(Protocol):
 
 
 class KeySource(Protocol):
-    def start(self, on_key: Callable[[KeyEvent], None]) -> None:
-        """Start delivering key presses to *on_key* on a background thread."""
+    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event) -> None:
+        """Block, calling *on_key* for every key press (and click), until *stop* is set.
+        Raise if the OS input hook fails: the monitor restarts the source with back-off.
+        *on_key* only enqueues."""
 
-    def stop(self) -> None: ...
+
+class SelectionReader(Protocol):
+    def read(self, which: str) -> str:
+        """The text of selection *which* ("clipboard" or "primary") now, bounded; "" when
+        there is none or it cannot be read. Called only at the moment of a paste."""
 
 
 class MediaSource(Protocol):

@@ -1,78 +1,76 @@
-"""Key presses via a pynput listener (X11: the RECORD extension; Windows/macOS: pynput's own
-hooks). Only turns pynput keys into :class:`KeyEvent`; matching happens in ``agent.keystream``.
+"""Key presses via a pynput listener (Windows: the low-level keyboard hook; macOS: an event
+tap). Only turns pynput keys into :class:`KeyEvent` (``agent.sources.keys``); matching
+happens in ``agent.keystream``. X11 has its own source (``agent.sources.input_x11``), which
+sees remapped keys and clicks that pynput's X backend loses.
 
-pynput opens an X connection when imported on Linux, so it is imported in :meth:`start` only.
-Synthetic events sent with XSendEvent are not seen (by design of RECORD); ``xdotool type``
-without ``--window`` uses XTEST and is seen.
+pynput opens OS handles when imported, so it is imported in :meth:`PynputKeySource.run`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from . import KeyEvent
+from .keys import Mods, key_event
 
 __all__ = ["PynputKeySource", "translate"]
 
 log = logging.getLogger(__name__)
 
-_CHARS = {"space": " ", "tab": " "}
-_RESETS = {"enter", "esc", "up", "down", "page_up", "page_down", "home", "end"}
+
+_NO_MODS = Mods()
 
 
-def translate(key: Any) -> KeyEvent | None:
+def translate(key: Any, mods: Mods = _NO_MODS) -> KeyEvent | None:
     """Map a pynput key (KeyCode or Key) to a KeyEvent, or None for keys we ignore."""
     char = getattr(key, "char", None)
-    if char:
-        return KeyEvent("char", char) if char.isprintable() else None
-    name = getattr(key, "name", None)
-    if name is None:
+    name = None if char else getattr(key, "name", None)
+    if not char and name is None:
         return None
-    if name in _CHARS:
-        return KeyEvent("char", _CHARS[name])
-    if name == "backspace":
-        return KeyEvent("backspace")
-    if name in _RESETS:
-        return KeyEvent("reset")
-    return None
+    if char and mods.ctrl and len(char) == 1 and ord(char) < 32:
+        char = chr(ord(char) + 96)  # Windows reports ctrl+a as "\x01"
+    return key_event(name, char, mods)
 
 
 class PynputKeySource:
-    def __init__(self) -> None:
-        self._listener: Any = None
+    """Presses (and the modifier state, from presses and releases) through pynput."""
 
-    def start(self, on_key: Callable[[KeyEvent], None]) -> None:
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+
+    def _mods(self) -> Mods:
+        h = self._held
+        return Mods(shift="shift" in h, ctrl="ctrl" in h, alt="alt" in h, super="cmd" in h)
+
+    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event) -> None:
         from pynput import keyboard
 
+        def modifier(key: Any) -> str:
+            name = getattr(key, "name", None) or ""
+            base = name.split("_")[0]
+            return base if base in ("shift", "ctrl", "alt", "cmd") else ""
+
         def on_press(key: Any) -> None:
-            try:
-                ev = translate(key)
-                if ev is not None:
-                    on_key(ev)
-            except Exception:
-                log.exception("key handler failed")
+            if m := modifier(key):
+                self._held.add(m)
+            ev = translate(key, self._mods())
+            if ev is not None:
+                on_key(ev)
 
-        listener_cls: Any = keyboard.Listener
-        if listener_cls.__module__.endswith("_xorg"):
-            try:
-                from Xlib import X
+        def on_release(key: Any) -> None:
+            if m := modifier(key):
+                self._held.discard(m)
 
-                class _PressesOnly(listener_cls):  # type: ignore[misc]
-                    # X11 RECORD range (first, last): presses only halves the events the
-                    # listener must parse in Python; releases are never used.
-                    _EVENTS = (X.KeyPress, X.KeyPress)
-
-                listener_cls = _PressesOnly
-            except ImportError:
-                pass
-        self._listener = listener_cls(on_press=on_press)
-        self._listener.start()
-        self._listener.wait()
-
-    def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener.join(timeout=5)
-            self._listener = None
+        listener = keyboard.Listener(on_press=on_press, on_release=on_release)
+        listener.start()
+        listener.wait()
+        try:
+            while not stop.wait(1.0):
+                if not listener.is_alive():
+                    raise RuntimeError("the keyboard hook stopped (removed by the OS?)")
+        finally:
+            listener.stop()
+            listener.join(timeout=5)

@@ -1,7 +1,9 @@
 """Active window on Linux/X11, event-driven with python-xlib.
 
 Listens for PropertyNotify on the root window (``_NET_ACTIVE_WINDOW`` changes) and on the
-active window (``_NET_WM_NAME``/``WM_NAME`` changes, e.g. a browser tab title). When no window
+active window (``_NET_WM_NAME``/``WM_NAME`` changes, e.g. a browser tab title). ``WM_NAME``
+is decoded by its type: UTF8_STRING, STRING (Latin-1) or COMPOUND_TEXT (what xterm sets for
+emoji or right-to-left titles, with no ``_NET_WM_NAME``). When no window
 manager sets ``_NET_ACTIVE_WINDOW`` it falls back to ``XGetInputFocus``, checked twice a
 second. The process name comes from ``_NET_WM_PID`` via psutil. Duplicate reports (openbox
 sends two per switch) are dropped here and again in the monitor.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import WindowInfo, stop_fd
+from .xtext import decode_property
 
 __all__ = ["X11WindowSource", "process_name"]
 
@@ -56,16 +59,26 @@ class X11WindowSource:
         watched: dict[str, Any] = {"win": None}
         last: list[WindowInfo | None] = [None]
 
+        type_names: dict[int, str] = {}
+
+        def type_name(atom: int) -> str:
+            if atom not in type_names:
+                try:
+                    type_names[atom] = d.get_atom_name(atom)
+                except error.XError:
+                    type_names[atom] = ""
+            return type_names[atom]
+
         def title_of(win: Any) -> str:
             try:
                 p = win.get_full_property(atoms["_NET_WM_NAME"], atoms["UTF8_STRING"])
                 if p is not None and p.value:
                     v = p.value
                     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
-                name = win.get_wm_name()
-                if isinstance(name, bytes):
-                    return name.decode("latin-1")
-                return str(name or "")
+                p = win.get_full_property(Xatom.WM_NAME, X.AnyPropertyType)
+                if p is None or not p.value:
+                    return ""
+                return decode_property(p.value, type_name(p.property_type))
             except error.XError:
                 return ""
 

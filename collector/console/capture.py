@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,11 +104,15 @@ def load_item(conn: sqlite3.Connection, user: User, qid: int, now_ms: int) -> It
     cols = ("id, time_ms, last_time_ms, count, source, rule_id, severity, hostname, os_user, "
             "rules_version, match_kind")
     if not restricted:  # illegal imagery: metadata only, never content or screenshots
-        cols += ", match, context, window_title, process, screenshot_path IS NOT NULL AS has_shot"
+        # reasons quote the matched phrases: content, so never for illegal imagery either
+        cols += (", match, context, window_title, process, reasons, score, "
+                 "screenshot_path IS NOT NULL AS has_shot")
     for c in conn.execute(f"SELECT {cols} FROM captures WHERE queue_item_id = ? "
                           "ORDER BY time_ms DESC LIMIT 50", (qid,)):
         d = dict(c)
         d["time"] = fmt_time(d["time_ms"], seconds=True)
+        d["reasons"] = _reasons(d.get("reasons"))
+        d["detector"] = "learned scorer" if d["rule_id"].startswith("model.") else "rule"
         view.captures.append(d)
     if not view.device and view.captures:
         view.device = view.captures[0]["hostname"]
@@ -121,6 +126,15 @@ def load_item(conn: sqlite3.Connection, user: User, qid: int, now_ms: int) -> It
         "SELECT username FROM users WHERE disabled_at IS NULL AND role IN ('dsl', 'deputy_dsl') "
         "AND (sites LIKE ? ) ORDER BY username", (f'%"{item["site_id"]}"%',))]
     return view
+
+
+def _reasons(raw: str | None) -> list[str]:
+    """The stored reasons (a JSON list of strings); anything else shows as no reasons."""
+    try:
+        got = json.loads(raw or "[]")
+    except ValueError:
+        return []
+    return [str(r) for r in got if isinstance(r, str)] if isinstance(got, list) else []
 
 
 def _action_label(action: str) -> str:

@@ -120,6 +120,8 @@ class NewCapture:
     rules_version: int
     received_at: int
     screenshot: bytes | None = None  # plaintext PNG; the store encrypts it to a file
+    reasons: str = "[]"  # JSON list of strings: why it fired
+    score: float | None = None
 
 
 @dataclass(frozen=True)

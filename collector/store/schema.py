@@ -204,6 +204,18 @@ def migrate(db: Database) -> None:
     MIGRATIONS.apply(db)
 
 
+@MIGRATIONS(name="0003_capture_reasons")
+def _capture_reasons(db: Database) -> None:
+    # Why each capture fired (JSON list of short strings: phrases and weights, obfuscation
+    # seen through, the scorer's category, score and model version) and its score.
+    db.executescript(
+        """
+        ALTER TABLE captures ADD COLUMN reasons TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE captures ADD COLUMN score REAL;
+        """
+    )
+
+
 @MIGRATIONS(name="0002_collector_runtime")
 def _collector_runtime(db: Database) -> None:
     # Per-device answers to pushed rule bundles, the exemption that kept a capture out of

@@ -43,7 +43,7 @@ _CAPTURE_COLS = (
     "id", "device_id", "site_id", "os_user", "hostname", "time_ms", "last_time_ms", "count",
     "source", "rule_id", "category", "severity", "match", "context", "window_title", "process",
     "match_kind", "media", "rules_version", "received_at", "screenshot_path", "queue_item_id",
-    "exemption_id",
+    "exemption_id", "reasons", "score",
 )
 _DAY = 86_400_000
 _INSERT_CAPTURE = (f"INSERT INTO captures ({', '.join(_CAPTURE_COLS)}) VALUES "
@@ -412,7 +412,8 @@ class SqliteStore:
                 c.id, c.device_id, c.site_id, c.os_user, c.hostname, c.time_ms, c.last_time_ms,
                 c.count, c.source, c.rule_id, c.category, c.severity, c.match, c.context,
                 c.window_title, c.process, c.match_kind, c.media, c.rules_version,
-                c.received_at, shot, item_of.get(c.id), plan.exempted.get(c.id)))
+                c.received_at, shot, item_of.get(c.id), plan.exempted.get(c.id), c.reasons,
+                c.score))
         if self.bulk_insert == "insert_all":
             rows: list[Any] = [list(_CAPTURE_COLS), *records]  # list-based insert_all
             db.table("captures").insert_all(rows, batch_size=1000)

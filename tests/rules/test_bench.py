@@ -13,5 +13,10 @@ def test_quick_benchmark_runs_and_renders() -> None:
         assert row["phrases"] > 0 and row["states"] > row["phrases"]
         assert row["key_median_us"] > 0 and row["key_p99_us"] >= row["key_median_us"]
         assert row["pyahocorasick_us"] > 0
+    context = results["context"]
+    assert context["contexts"] == 300 and context["chars"] == 120
+    assert 0 < context["median_us"] <= context["p99_us"] and context["build_s"] > 0
+    assert 0 < context["contexts_hit"] < context["contexts"]
     table = bench_rules.markdown(results)
     assert table.count("\n| synthetic") == 2 and "| default library |" in table
+    assert "### Rules context layer" in table and "cold median µs" in table

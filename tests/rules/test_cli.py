@@ -52,10 +52,37 @@ def test_scan_output_format(run_cli: Run) -> None:
     rows = [json.loads(line) for line in res.stdout.splitlines()]
     assert rows[0] == {"line": 1, "hits": []}
     assert rows[1] == {"line": 2, "hits": [{"rule": "suicide.intent", "category": "suicide",
-                                             "severity": 5, "match": "want to k1ll myself"}]}
+                                             "severity": 5, "match": "want to k1ll myself",
+                                             "score": None,
+                                             "reasons": ["phrase 'want to kill myself'"]}]}
     assert rows[2] == {"line": 3, "hits": []}
     assert rows[3]["line"] == 4 and rows[3]["hits"][0]["rule"] == "circumvention.vpn_proxy"
-    assert list(rows[1]["hits"][0]) == ["rule", "category", "severity", "match"]
+    assert list(rows[1]["hits"][0]) == ["rule", "category", "severity", "match", "score",
+                                        "reasons"]
+
+
+def test_scan_reports_both_layers_once_per_rule_with_reasons(run_cli: Run) -> None:
+    text = ("how many paracetamol would it take to die\n"  # weighted: context layer only
+            "thinking about s*icide methods\n"  # masked: context layer only
+            "i want to kill myself, i want to kill myself\n")  # both layers, one hit
+    res = run_cli("scan", stdin=text)
+    assert res.returncode == 0, res.stderr
+    first, second, third = (json.loads(line)["hits"] for line in res.stdout.splitlines())
+    (hit,) = first
+    assert hit["rule"] == "suicide.method_question" and hit["score"] >= 8
+    assert "'how many' + 'die' +7" in hit["reasons"]
+    assert any(r.startswith("score ") for r in hit["reasons"])
+    assert [h["rule"] for h in second] == ["suicide.method"]
+    assert "masked 's*icide'→'suicide'" in second[0]["reasons"]
+    assert [h["rule"] for h in third] == ["suicide.intent"]
+    assert third[0]["reasons"] == ["phrase 'want to kill myself'"]
+
+
+def test_scan_finds_a_phrase_after_a_giant_token(run_cli: Run) -> None:
+    # regression: a single token over 4,096 characters made the matcher lose the next word
+    res = run_cli("scan", "--source", "window", stdin="x" * 4101 + " kill myself\n")
+    assert res.returncode == 0, res.stderr
+    assert [h["rule"] for h in json.loads(res.stdout)["hits"]] == ["suicide.intent"]
 
 
 def test_scan_lines_do_not_run_together(run_cli: Run, make_library: Callable[..., Path]) -> None:

@@ -238,3 +238,26 @@ def test_numbers_stay_numbers(one_rule: Callable[..., rules.RuleSet]) -> None:
     assert matches(rs, "bet365") == ["bet365"]
     assert matches(rs, "a big one") == ["big"]  # digits between letters are leetspeak
     assert matches(rs, "900k followers") == []
+
+
+@pytest.mark.parametrize("before", ["x" * 4101 + " ", "ab " * 1364, "word " * 1000 + "yy"
+                                    * 3000 + " "])
+def test_a_phrase_after_a_giant_token_or_across_the_split_still_hits(
+    one_rule: Callable[..., rules.RuleSet], before: str
+) -> None:
+    # regression: a context over 4,096 characters was split at the next boundary, which
+    # could fall inside the next phrase ("x" * 4101 + " kill myself" gave no hit)
+    rs = one_rule(["kill myself"])
+    for source in ("keys", "window"):
+        assert [h.match for h in rs.scan(before + "kill myself", source=source)] == [
+            "kill myself"]
+    m = rs.matcher()
+    hits = typed(m, before + "kill myself and more")
+    assert [h.match for h in hits] == ["kill myself"]
+    assert len(m._raw) == 0
+
+
+def test_a_split_does_not_report_a_phrase_twice(one_rule: Callable[..., rules.RuleSet]) -> None:
+    rs = one_rule(["kill myself"])
+    text = "ab " * 1364 + "k i l l myself and more text and  " * 400
+    assert len(rs.scan(text)) == 400
