@@ -20,8 +20,8 @@ from proto import vigil_pb2 as pb
 
 from .spool import Spool
 
-__all__ = ["MAX_REASONS", "MAX_REASON_CHARS", "CaptureBuilder", "Where", "grab_screenshot",
-           "screenshot_allowed", "wire_text"]
+__all__ = ["MAX_REASONS", "MAX_REASON_CHARS", "CaptureBuilder", "Region", "Where",
+           "grab_screenshot", "screenshot_allowed", "window_screenshot", "wire_text"]
 
 #: Bounds on a capture's reasons (the wire contract's limits).
 MAX_REASONS = 16
@@ -68,20 +68,41 @@ def screenshot_allowed(rule: Any, min_severity: int) -> bool:
     return bool(rule.screenshot) and int(rule.severity) >= min_severity
 
 
-def grab_screenshot() -> bytes:
-    """PNG of the whole screen via mss, or b"" if the screen cannot be read."""
+Region = tuple[int, int, int, int]  # left, top, width, height (screen pixels)
+
+
+def grab_screenshot(region: Region | None = None) -> bytes:
+    """PNG of *region* (or of the whole screen when None) via mss, or b"" if the screen
+    cannot be read."""
     try:
         import mss
         import mss.tools
 
         factory = getattr(mss, "MSS", None) or mss.mss
         with factory() as sct:
-            shot = sct.grab(sct.monitors[0])
+            area: Any = sct.monitors[0]
+            if region is not None:
+                left, top, width, height = region
+                area = {"left": left, "top": top, "width": width, "height": height}
+            shot = sct.grab(area)
             png = mss.tools.to_png(shot.rgb, shot.size)
             return png or b""
     except Exception as exc:  # a missing screenshot must never lose the capture
         log.warning("screenshot failed: %s", exc)
         return b""
+
+
+def window_screenshot(focused: Callable[[], Region | None]) -> Callable[[], bytes]:
+    """A screenshot function for the focused window only: nothing when the window's
+    rectangle cannot be found (never the whole screen instead)."""
+    def grab() -> bytes:
+        rect = focused()
+        if rect is None or rect[2] <= 0 or rect[3] <= 0:
+            log.warning("screenshot skipped: the focused window's position is unknown")
+            return b""
+        return grab_screenshot(rect)
+
+    return grab
 
 
 def _uuid7() -> str:

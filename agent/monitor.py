@@ -111,6 +111,7 @@ class Monitor:
         #: Per source: running / restarting / failed / stopped, restarts, last event time.
         self.health = {n: SourceHealth(n) for n in ("window", "keys", "media")}
         self.input_errors = 0
+        self._worker: threading.Thread | None = None
         self.excluded_reason = ""  # why keys are not matched in the focused window, if so
         self._rebuild(rules.ruleset)
         rules.subscribe(self._rebuild)
@@ -138,7 +139,7 @@ class Monitor:
         self.keys.set_exclusions(Exclusions.of(config.excluded_windows,
                                                config.excluded_processes,
                                                config.search_page_titles))
-        self._inputs.put(_Focus(self._window))
+        self._submit(_Focus(self._window))
         self._rebuild(self.rules.ruleset)
 
     # -- events ----------------------------------------------------------------------------
@@ -170,15 +171,23 @@ class Monitor:
             if reason:
                 log.info("keys not matched in the focused window: %s", reason)
             self.excluded_reason = reason
-        self._inputs.put(_Focus(info))
+        self._submit(_Focus(info))
 
     def on_key(self, event: KeyEvent) -> None:
         """Called on the OS input thread: record the time and enqueue, nothing else."""
         self.health["keys"].last_event_unix = time.time()
-        self._inputs.put(event)
+        self._submit(event)
+
+    def _submit(self, item: KeyEvent | _Focus) -> None:
+        if self._worker is None:  # not started (tests, tools): handle on the caller's thread
+            self._handle(item)
+        else:
+            self._inputs.put(item)
 
     def wait_inputs(self, timeout: float = 10.0) -> bool:
         """Block until every event queued so far has been processed (tests, shutdown)."""
+        if self._worker is None:
+            return True
         done = threading.Event()
         self._inputs.put(done)
         return done.wait(timeout)
@@ -272,10 +281,19 @@ class Monitor:
             self._supervise("media", lambda: media.run(self.on_media, self._stop))
         self.boundary.start()
         t = threading.Thread(target=self._input_loop, name="vigil-input", daemon=True)
+        self._worker = t
         t.start()
         self._threads.append(t)
         if keys is not None and self.config.watch_keys:
-            self._supervise("keys", lambda: keys.run(self.on_key, self._stop))
+            ready = threading.Event()
+            self._supervise("keys", lambda: keys.run(self.on_key, self._stop, ready.set))
+            # Start-up returns once keys are seen, so nothing typed after the "running"
+            # notice is missed; a source that fails instead is restarted and shown in status.
+            deadline = time.monotonic() + 5.0
+            while not ready.wait(0.02) and not self.health["keys"].failures:
+                if time.monotonic() > deadline:
+                    log.error("the keyboard source is not ready after 5 s; see status")
+                    break
 
     def _focus_only(self, info: WindowInfo) -> None:
         if info != self._window:
@@ -283,7 +301,9 @@ class Monitor:
             self._set_window(info)
 
     def _supervise(self, name: str, fn: Callable[[], None]) -> None:
-        sup = Supervisor(f"vigil-{name}", fn, self._stop, self.health[name]).start()
+        sup = Supervisor(f"vigil-{name}", fn, self._stop, self.health[name],
+                         initial=self.config.backoff_initial_seconds,
+                         maximum=self.config.backoff_max_seconds).start()
         self._threads.append(sup.thread)
 
     def source_health(self) -> dict[str, dict[str, object]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import Config
@@ -24,6 +25,8 @@ class Backends:
     media: MediaSource | None
     #: Reads the clipboard/primary selection at the moment of a paste (None: not available).
     selection: SelectionReader | None = None
+    #: The focused window's rectangle on screen, for window-only screenshots.
+    focused_rect: Callable[[], tuple[int, int, int, int] | None] | None = None
 
 
 def backend_name(platform: str | None = None, env: dict[str, str] | None = None) -> str:
@@ -50,12 +53,13 @@ def select_backends(config: Config, name: str | None = None) -> Backends:
         from .sources.input_x11 import X11InputSource
         from .sources.media_linux import LinuxMediaSource
         from .sources.selection_x11 import X11SelectionReader
-        from .sources.window_x11 import X11WindowSource
+        from .sources.window_x11 import X11WindowSource, focused_window_rect
 
         media = LinuxMediaSource(tuple(config.media_roots))
         if name == "x11":
             return Backends(name, X11WindowSource(), X11InputSource(), media,
-                            X11SelectionReader(max_chars=config.paste_max_chars))
+                            X11SelectionReader(max_chars=config.paste_max_chars),
+                            focused_window_rect)
         # Wayland gives no global window or key access to ordinary clients: media only.
         return Backends(name, None, None, media)
     if name == "windows":

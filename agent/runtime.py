@@ -25,7 +25,7 @@ from rules.scorer import Scorer
 
 from . import __version__
 from .aio import wait_event
-from .capture import CaptureBuilder, grab_screenshot
+from .capture import CaptureBuilder, grab_screenshot, window_screenshot
 from .config import MAX_CONTEXT_CHARS, Config
 from .enrol import Device, load_device
 from .modelfetch import ModelFetcher
@@ -50,6 +50,7 @@ def monitored(config: Config) -> list[str]:
         out.append("window titles")
     if config.watch_keys:
         out.append("typed phrases (matched in memory, never stored)")
+        out.append("pasted text (read only when pasted, matched in memory, never stored)")
     if config.watch_media:
         out.append("removable media")
     return out
@@ -137,10 +138,15 @@ class AgentRuntime:
 
     def heartbeat(self) -> pb.Heartbeat:
         st = self.spool.stats()
+        sources = [pb.SourceHealth(name=h.name, state=h.state, restarts=h.restarts,
+                                   last_event_unix_ms=int(h.last_event_unix * 1000),
+                                   error=h.error if h.state != "running" else "")
+                   for h in self.monitor.health.values()
+                   if h.state != "stopped" or h.restarts or h.error]
         return pb.Heartbeat(agent_version=__version__, rules_version=self.rules.version,
                             spool_depth=st.depth, spool_bytes=st.bytes, drops=st.drops,
                             os_user=self.os_user, hostname=self.hostname,
-                            os=platform.system().lower())
+                            os=platform.system().lower(), sources=sources)
 
     def apply_agent_config(self, msg: pb.AgentConfig) -> None:
         changes: dict[str, Any] = {}
@@ -211,6 +217,11 @@ class AgentRuntime:
     async def run(self, stop: asyncio.Event) -> None:
         backends = self._backends or select_backends(self.config)
         self.backend_name = backends.name
+        if self.builder.screenshot is grab_screenshot and self.config.screenshot_scope == "window":
+            # the focused window only; a backend that cannot say where it is takes none
+            rect = backends.focused_rect
+            self.builder.screenshot = (window_screenshot(rect) if rect is not None
+                                       else lambda: b"")
         self.monitor.start(backends.window, backends.keys, backends.media, backends.selection)
         log.warning(NOTICE)
         if self.uplink is None:

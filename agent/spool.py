@@ -4,8 +4,12 @@ A SQLite file in WAL mode with a schema-version table. It is bounded in bytes: w
 capture does not fit, the lowest severity is dropped first (oldest first within a severity),
 severity 4-5 are never dropped (if only they remain the bound is exceeded and counted as
 ``over_bound``), and every drop is counted by reason in a persisted table that heartbeats
-report. Rows are deleted only when the collector acknowledges them (:meth:`Spool.ack`) or
-rejects them as permanently invalid (:meth:`Spool.reject`, counted).
+report. Eviction is all-or-nothing: victims are chosen before anything is deleted, so a
+newcomer that would be dropped anyway never costs an older capture. Rows are deleted only
+when the collector acknowledges them (:meth:`Spool.ack`) or rejects them as permanently
+invalid (:meth:`Spool.reject`, counted); deletes overwrite the freed pages
+(``secure_delete``) and each ack checkpoints and truncates the WAL, so an acknowledged
+capture's context is not left readable on the laptop.
 """
 
 from __future__ import annotations
@@ -60,6 +64,8 @@ class Spool:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # Deleted captures (their context) are overwritten, not just unlinked from the tree.
+        self._db.execute("PRAGMA secure_delete=ON")
         with self._lock:
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT version FROM schema_version").fetchone()
@@ -85,20 +91,30 @@ class Spool:
         size, sev = len(payload), int(capture.severity)
         with self._lock, self._tx():
             total = self._total
-            while total + size > self.max_bytes:
-                victim = self._db.execute(
-                    "SELECT seq, severity, size FROM captures WHERE severity < ? "
-                    "ORDER BY severity, seq LIMIT 1", (NEVER_DROP_SEVERITY,)).fetchone()
-                if sev < NEVER_DROP_SEVERITY and (victim is None or sev <= victim[1]):
+            if total + size > self.max_bytes:
+                # Choose every victim first and delete only if the newcomer then fits (or is
+                # severity 4-5, which is always kept): never lose a capture for nothing.
+                below = sev if sev < NEVER_DROP_SEVERITY else NEVER_DROP_SEVERITY
+                victims: list[tuple[int, int]] = []
+                freed = 0
+                for seq, vsize in self._db.execute(
+                        "SELECT seq, size FROM captures WHERE severity < ? "
+                        "ORDER BY severity, seq", (below,)):
+                    if total - freed + size <= self.max_bytes:
+                        break
+                    victims.append((seq, vsize))
+                    freed += vsize
+                fits = total - freed + size <= self.max_bytes
+                if not fits and sev < NEVER_DROP_SEVERITY:
                     self._count("spool_full")
-                    self._total = total
                     return False
-                if victim is None:
+                self._db.executemany("DELETE FROM captures WHERE seq = ?",
+                                     [(v[0],) for v in victims])
+                if victims:
+                    self._count("spool_full", len(victims))
+                if not fits:
                     self._count("over_bound")
-                    break
-                self._db.execute("DELETE FROM captures WHERE seq = ?", (victim[0],))
-                self._count("spool_full")
-                total -= victim[2]
+                total -= freed
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO captures (id, severity, size, payload) VALUES (?,?,?,?)",
                 (capture.id, sev, size, payload))
@@ -147,14 +163,22 @@ class Spool:
     def ack(self, ids: Iterable[str]) -> int:
         ids = list(ids)
         deleted = 0
-        with self._lock, self._tx():
-            for capture_id in ids:
-                row = self._db.execute("DELETE FROM captures WHERE id = ? RETURNING size",
-                                       (capture_id,)).fetchone()
-                if row is not None:
-                    deleted += 1
-                    self._total -= int(row[0])
+        with self._lock:
+            with self._tx():
+                for capture_id in ids:
+                    row = self._db.execute("DELETE FROM captures WHERE id = ? RETURNING size",
+                                           (capture_id,)).fetchone()
+                    if row is not None:
+                        deleted += 1
+                        self._total -= int(row[0])
+            if deleted:
+                self._checkpoint()
         return deleted
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the (secure-deleted) file and truncate it: the contexts of
+        acknowledged captures must not stay readable in old WAL frames."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def reject(self, capture_id: str, reason: str) -> None:
         with self._lock, self._tx():
@@ -163,6 +187,8 @@ class Spool:
             if row is not None:
                 self._total -= int(row[0])
             self._count(f"rejected:{reason or 'unspecified'}")
+        with self._lock:
+            self._checkpoint()
 
     # -- reading ---------------------------------------------------------------------------
     def stats(self) -> SpoolStats:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def status_report(data: DataDir, config: Config) -> str:
         "Vigil agent: " + (f"running (pid {state.get('pid')})" if running else "not running"),
         "Monitoring: " + ", ".join(state.get("monitoring") or monitored(config)),
         "Not monitored: screen contents (except a screenshot for some severe hits), "
-        "web traffic, files on the laptop",
+        "web traffic, files on the laptop, password fields and excluded windows",
         f"Data dir: {data.root}",
         "Device id: " + (device.device_id if device else "not enrolled"),
         "Collector: " + (state.get("collector") or config.collector
@@ -58,6 +59,32 @@ def status_report(data: DataDir, config: Config) -> str:
                  f"({rules_state.get('rules', 0)} rules)")
     if rules_state.get("last_error"):
         lines.append(f"Last rules error: {rules_state['last_error']}")
+    if running:
+        for name, h in sorted((state.get("sources") or {}).items()):
+            if not isinstance(h, dict):
+                continue
+            last = float(h.get("last_event_unix") or 0)
+            ago = f"last event {max(0, int(time.time() - last))} s ago" if last else "no events yet"
+            line = f"Source {name}: {h.get('state')} ({ago}"
+            if h.get("restarts"):
+                line += f", restarted {h['restarts']} times"
+            line += ")"
+            if h.get("error") and h.get("state") != "running":
+                line += f": {h['error']}"
+            lines.append(line)
+        down = [n for n, h in (state.get("sources") or {}).items()
+                if isinstance(h, dict) and h.get("state") in ("restarting", "failed")]
+        if down:
+            lines.append("WARNING: not monitoring " + ", ".join(sorted(down))
+                         + " right now (the agent keeps retrying)")
+        if state.get("keys_excluded"):
+            lines.append(f"Typed keys: not matched in the focused window "
+                         f"({state['keys_excluded']})")
+    scope = state.get("screenshot_scope") or config.screenshot_scope
+    lines.append("Screenshots: " + ("the focused window only" if scope == "window" else
+                                    "the whole screen")
+                 + f", only for severe hits whose rule allows it (severity >= "
+                 f"{config.screenshot_min_severity}); never for child sexual abuse material")
     if running and state.get("scorer"):
         lines.append(f"Learned scorer: {state['scorer']} (worker {state.get('scorer_worker')})")
     if stats is None:

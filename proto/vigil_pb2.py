@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11proto/vigil.proto\x12\x08vigil.v1\"d\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\n\n\x02os\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\"\x8c\x01\n\x0e\x45nrollResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_cert_pem\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63\x61_cert_pem\x18\x03 \x01(\x0c\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12\x1c\n\x14rules_public_key_pem\x18\x06 \x01(\x0c\"\x8c\x01\n\tMediaInfo\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06\x66stype\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x13\n\x0bmount_point\x18\x05 \x01(\t\x12\x15\n\rfiles_written\x18\x06 \x01(\r\x12\x11\n\tfile_name\x18\x07 \x01(\t\"\xb2\x03\n\x07\x43\x61pture\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07os_user\x18\x02 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\x03 \x01(\x03\x12\x19\n\x11last_time_unix_ms\x18\x04 \x01(\x03\x12\r\n\x05\x63ount\x18\x05 \x01(\r\x12 \n\x06source\x18\x06 \x01(\x0e\x32\x10.vigil.v1.Source\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x10\n\x08severity\x18\t \x01(\r\x12\r\n\x05match\x18\n \x01(\t\x12\x0f\n\x07\x63ontext\x18\x0b \x01(\t\x12\x14\n\x0cwindow_title\x18\x0c \x01(\t\x12\x0f\n\x07process\x18\r \x01(\t\x12\'\n\nmatch_kind\x18\x0e \x01(\x0e\x32\x13.vigil.v1.MatchKind\x12\x16\n\x0escreenshot_png\x18\x0f \x01(\x0c\x12\"\n\x05media\x18\x10 \x01(\x0b\x32\x13.vigil.v1.MediaInfo\x12\x15\n\rrules_version\x18\x11 \x01(\x04\x12\x10\n\x08hostname\x18\x12 \x01(\t\x12\x0f\n\x07reasons\x18\x13 \x03(\t\x12\r\n\x05score\x18\x14 \x01(\x01\"3\n\x0c\x43\x61ptureBatch\x12#\n\x08\x63\x61ptures\x18\x01 \x03(\x0b\x32\x11.vigil.v1.Capture\"\xef\x01\n\tHeartbeat\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x15\n\rrules_version\x18\x02 \x01(\x04\x12\x13\n\x0bspool_depth\x18\x03 \x01(\x04\x12\x13\n\x0bspool_bytes\x18\x04 \x01(\x04\x12-\n\x05\x64rops\x18\x05 \x03(\x0b\x32\x1e.vigil.v1.Heartbeat.DropsEntry\x12\x0f\n\x07os_user\x18\x06 \x01(\t\x12\x10\n\x08hostname\x18\x07 \x01(\t\x12\n\n\x02os\x18\x08 \x01(\t\x1a,\n\nDropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\";\n\x08RulesAck\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x95\x01\n\x0c\x41gentMessage\x12*\n\x08\x63\x61ptures\x18\x01 \x01(\x0b\x32\x16.vigil.v1.CaptureBatchH\x00\x12(\n\theartbeat\x18\x02 \x01(\x0b\x32\x13.vigil.v1.HeartbeatH\x00\x12\'\n\trules_ack\x18\x03 \x01(\x0b\x32\x12.vigil.v1.RulesAckH\x00\x42\x06\n\x04\x62ody\"&\n\x08Rejected\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x03\x41\x63k\x12\x12\n\nstored_ids\x18\x01 \x03(\t\x12$\n\x08rejected\x18\x02 \x03(\x0b\x32\x12.vigil.v1.Rejected\"-\n\nRuleBundle\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06\x62undle\x18\x02 \x01(\x0c\"\xa5\x01\n\x0b\x41gentConfig\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\r\x12\x15\n\rcontext_chars\x18\x02 \x01(\r\x12\x1f\n\x17screenshot_min_severity\x18\x03 \x01(\r\x12\x18\n\x10\x65xcluded_windows\x18\x04 \x03(\t\x12\x1a\n\x12\x65xcluded_processes\x18\x05 \x03(\t\x12\r\n\x05group\x18\x06 \x01(\t\"1\n\x07\x42\x61\x63koff\x12\x16\n\x0eretry_after_ms\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xae\x01\n\x10\x43ollectorMessage\x12\x1c\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\r.vigil.v1.AckH\x00\x12%\n\x05rules\x18\x02 \x01(\x0b\x32\x14.vigil.v1.RuleBundleH\x00\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x15.vigil.v1.AgentConfigH\x00\x12$\n\x07\x62\x61\x63koff\x18\x04 \x01(\x0b\x32\x11.vigil.v1.BackoffH\x00\x42\x06\n\x04\x62ody\"<\n\x0cModelRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"=\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tfile_size\x18\x03 \x01(\x04*V\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSOURCE_KEYS\x10\x01\x12\x11\n\rSOURCE_WINDOW\x10\x02\x12\x10\n\x0cSOURCE_MEDIA\x10\x03*X\n\tMatchKind\x12\x1a\n\x16MATCH_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MATCH_KIND_EXACT\x10\x01\x12\x19\n\x15MATCH_KIND_NORMALISED\x10\x02\x32I\n\nEnrollment\x12;\n\x06\x45nroll\x12\x17.vigil.v1.EnrollRequest\x1a\x18.vigil.v1.EnrollResponse2\x8c\x01\n\tCollector\x12\x41\n\x07\x43onnect\x12\x16.vigil.v1.AgentMessage\x1a\x1a.vigil.v1.CollectorMessage(\x01\x30\x01\x12<\n\nFetchModel\x12\x16.vigil.v1.ModelRequest\x1a\x14.vigil.v1.ModelChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11proto/vigil.proto\x12\x08vigil.v1\"d\n\rEnrollRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\x0c\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\n\n\x02os\x18\x04 \x01(\t\x12\x15\n\ragent_version\x18\x05 \x01(\t\"\x8c\x01\n\x0e\x45nrollResponse\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63lient_cert_pem\x18\x02 \x01(\x0c\x12\x13\n\x0b\x63\x61_cert_pem\x18\x03 \x01(\x0c\x12\x0c\n\x04site\x18\x04 \x01(\t\x12\r\n\x05group\x18\x05 \x01(\t\x12\x1c\n\x14rules_public_key_pem\x18\x06 \x01(\x0c\"\x8c\x01\n\tMediaInfo\x12\r\n\x05\x65vent\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0e\n\x06\x66stype\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x13\n\x0bmount_point\x18\x05 \x01(\t\x12\x15\n\rfiles_written\x18\x06 \x01(\r\x12\x11\n\tfile_name\x18\x07 \x01(\t\"\xb2\x03\n\x07\x43\x61pture\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07os_user\x18\x02 \x01(\t\x12\x14\n\x0ctime_unix_ms\x18\x03 \x01(\x03\x12\x19\n\x11last_time_unix_ms\x18\x04 \x01(\x03\x12\r\n\x05\x63ount\x18\x05 \x01(\r\x12 \n\x06source\x18\x06 \x01(\x0e\x32\x10.vigil.v1.Source\x12\x0f\n\x07rule_id\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\x12\x10\n\x08severity\x18\t \x01(\r\x12\r\n\x05match\x18\n \x01(\t\x12\x0f\n\x07\x63ontext\x18\x0b \x01(\t\x12\x14\n\x0cwindow_title\x18\x0c \x01(\t\x12\x0f\n\x07process\x18\r \x01(\t\x12\'\n\nmatch_kind\x18\x0e \x01(\x0e\x32\x13.vigil.v1.MatchKind\x12\x16\n\x0escreenshot_png\x18\x0f \x01(\x0c\x12\"\n\x05media\x18\x10 \x01(\x0b\x32\x13.vigil.v1.MediaInfo\x12\x15\n\rrules_version\x18\x11 \x01(\x04\x12\x10\n\x08hostname\x18\x12 \x01(\t\x12\x0f\n\x07reasons\x18\x13 \x03(\t\x12\r\n\x05score\x18\x14 \x01(\x01\"3\n\x0c\x43\x61ptureBatch\x12#\n\x08\x63\x61ptures\x18\x01 \x03(\x0b\x32\x11.vigil.v1.Capture\"\x98\x02\n\tHeartbeat\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x15\n\rrules_version\x18\x02 \x01(\x04\x12\x13\n\x0bspool_depth\x18\x03 \x01(\x04\x12\x13\n\x0bspool_bytes\x18\x04 \x01(\x04\x12-\n\x05\x64rops\x18\x05 \x03(\x0b\x32\x1e.vigil.v1.Heartbeat.DropsEntry\x12\x0f\n\x07os_user\x18\x06 \x01(\t\x12\x10\n\x08hostname\x18\x07 \x01(\t\x12\n\n\x02os\x18\x08 \x01(\t\x12\'\n\x07sources\x18\t \x03(\x0b\x32\x16.vigil.v1.SourceHealth\x1a,\n\nDropsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"h\n\x0cSourceHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x1a\n\x12last_event_unix_ms\x18\x03 \x01(\x04\x12\x10\n\x08restarts\x18\x04 \x01(\r\x12\r\n\x05\x65rror\x18\x05 \x01(\t\";\n\x08RulesAck\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0f\n\x07\x61pplied\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\x95\x01\n\x0c\x41gentMessage\x12*\n\x08\x63\x61ptures\x18\x01 \x01(\x0b\x32\x16.vigil.v1.CaptureBatchH\x00\x12(\n\theartbeat\x18\x02 \x01(\x0b\x32\x13.vigil.v1.HeartbeatH\x00\x12\'\n\trules_ack\x18\x03 \x01(\x0b\x32\x12.vigil.v1.RulesAckH\x00\x42\x06\n\x04\x62ody\"&\n\x08Rejected\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"?\n\x03\x41\x63k\x12\x12\n\nstored_ids\x18\x01 \x03(\t\x12$\n\x08rejected\x18\x02 \x03(\x0b\x32\x12.vigil.v1.Rejected\"-\n\nRuleBundle\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06\x62undle\x18\x02 \x01(\x0c\"\xa5\x01\n\x0b\x41gentConfig\x12\x19\n\x11heartbeat_seconds\x18\x01 \x01(\r\x12\x15\n\rcontext_chars\x18\x02 \x01(\r\x12\x1f\n\x17screenshot_min_severity\x18\x03 \x01(\r\x12\x18\n\x10\x65xcluded_windows\x18\x04 \x03(\t\x12\x1a\n\x12\x65xcluded_processes\x18\x05 \x03(\t\x12\r\n\x05group\x18\x06 \x01(\t\"1\n\x07\x42\x61\x63koff\x12\x16\n\x0eretry_after_ms\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xae\x01\n\x10\x43ollectorMessage\x12\x1c\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\r.vigil.v1.AckH\x00\x12%\n\x05rules\x18\x02 \x01(\x0b\x32\x14.vigil.v1.RuleBundleH\x00\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x15.vigil.v1.AgentConfigH\x00\x12$\n\x07\x62\x61\x63koff\x18\x04 \x01(\x0b\x32\x11.vigil.v1.BackoffH\x00\x42\x06\n\x04\x62ody\"<\n\x0cModelRequest\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x0c\n\x04\x66ile\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\"=\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tfile_size\x18\x03 \x01(\x04*V\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSOURCE_KEYS\x10\x01\x12\x11\n\rSOURCE_WINDOW\x10\x02\x12\x10\n\x0cSOURCE_MEDIA\x10\x03*X\n\tMatchKind\x12\x1a\n\x16MATCH_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MATCH_KIND_EXACT\x10\x01\x12\x19\n\x15MATCH_KIND_NORMALISED\x10\x02\x32I\n\nEnrollment\x12;\n\x06\x45nroll\x12\x17.vigil.v1.EnrollRequest\x1a\x18.vigil.v1.EnrollResponse2\x8c\x01\n\tCollector\x12\x41\n\x07\x43onnect\x12\x16.vigil.v1.AgentMessage\x1a\x1a.vigil.v1.CollectorMessage(\x01\x30\x01\x12<\n\nFetchModel\x12\x16.vigil.v1.ModelRequest\x1a\x14.vigil.v1.ModelChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HEARTBEAT_DROPSENTRY']._loaded_options = None
   _globals['_HEARTBEAT_DROPSENTRY']._serialized_options = b'8\001'
-  _globals['_SOURCE']._serialized_start=2037
-  _globals['_SOURCE']._serialized_end=2123
-  _globals['_MATCHKIND']._serialized_start=2125
-  _globals['_MATCHKIND']._serialized_end=2213
+  _globals['_SOURCE']._serialized_start=2184
+  _globals['_SOURCE']._serialized_end=2270
+  _globals['_MATCHKIND']._serialized_start=2272
+  _globals['_MATCHKIND']._serialized_end=2360
   _globals['_ENROLLREQUEST']._serialized_start=31
   _globals['_ENROLLREQUEST']._serialized_end=131
   _globals['_ENROLLRESPONSE']._serialized_start=134
@@ -48,31 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPTUREBATCH']._serialized_start=856
   _globals['_CAPTUREBATCH']._serialized_end=907
   _globals['_HEARTBEAT']._serialized_start=910
-  _globals['_HEARTBEAT']._serialized_end=1149
-  _globals['_HEARTBEAT_DROPSENTRY']._serialized_start=1105
-  _globals['_HEARTBEAT_DROPSENTRY']._serialized_end=1149
-  _globals['_RULESACK']._serialized_start=1151
-  _globals['_RULESACK']._serialized_end=1210
-  _globals['_AGENTMESSAGE']._serialized_start=1213
-  _globals['_AGENTMESSAGE']._serialized_end=1362
-  _globals['_REJECTED']._serialized_start=1364
-  _globals['_REJECTED']._serialized_end=1402
-  _globals['_ACK']._serialized_start=1404
-  _globals['_ACK']._serialized_end=1467
-  _globals['_RULEBUNDLE']._serialized_start=1469
-  _globals['_RULEBUNDLE']._serialized_end=1514
-  _globals['_AGENTCONFIG']._serialized_start=1517
-  _globals['_AGENTCONFIG']._serialized_end=1682
-  _globals['_BACKOFF']._serialized_start=1684
-  _globals['_BACKOFF']._serialized_end=1733
-  _globals['_COLLECTORMESSAGE']._serialized_start=1736
-  _globals['_COLLECTORMESSAGE']._serialized_end=1910
-  _globals['_MODELREQUEST']._serialized_start=1912
-  _globals['_MODELREQUEST']._serialized_end=1972
-  _globals['_MODELCHUNK']._serialized_start=1974
-  _globals['_MODELCHUNK']._serialized_end=2035
-  _globals['_ENROLLMENT']._serialized_start=2215
-  _globals['_ENROLLMENT']._serialized_end=2288
-  _globals['_COLLECTOR']._serialized_start=2291
-  _globals['_COLLECTOR']._serialized_end=2431
+  _globals['_HEARTBEAT']._serialized_end=1190
+  _globals['_HEARTBEAT_DROPSENTRY']._serialized_start=1146
+  _globals['_HEARTBEAT_DROPSENTRY']._serialized_end=1190
+  _globals['_SOURCEHEALTH']._serialized_start=1192
+  _globals['_SOURCEHEALTH']._serialized_end=1296
+  _globals['_RULESACK']._serialized_start=1298
+  _globals['_RULESACK']._serialized_end=1357
+  _globals['_AGENTMESSAGE']._serialized_start=1360
+  _globals['_AGENTMESSAGE']._serialized_end=1509
+  _globals['_REJECTED']._serialized_start=1511
+  _globals['_REJECTED']._serialized_end=1549
+  _globals['_ACK']._serialized_start=1551
+  _globals['_ACK']._serialized_end=1614
+  _globals['_RULEBUNDLE']._serialized_start=1616
+  _globals['_RULEBUNDLE']._serialized_end=1661
+  _globals['_AGENTCONFIG']._serialized_start=1664
+  _globals['_AGENTCONFIG']._serialized_end=1829
+  _globals['_BACKOFF']._serialized_start=1831
+  _globals['_BACKOFF']._serialized_end=1880
+  _globals['_COLLECTORMESSAGE']._serialized_start=1883
+  _globals['_COLLECTORMESSAGE']._serialized_end=2057
+  _globals['_MODELREQUEST']._serialized_start=2059
+  _globals['_MODELREQUEST']._serialized_end=2119
+  _globals['_MODELCHUNK']._serialized_start=2121
+  _globals['_MODELCHUNK']._serialized_end=2182
+  _globals['_ENROLLMENT']._serialized_start=2362
+  _globals['_ENROLLMENT']._serialized_end=2435
+  _globals['_COLLECTOR']._serialized_start=2438
+  _globals['_COLLECTOR']._serialized_end=2578
 # @@protoc_insertion_point(module_scope)

@@ -318,6 +318,7 @@ class Heartbeat(_message.Message):
     OS_USER_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
     OS_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
     agent_version: _builtins.str
     rules_version: _builtins.int
     spool_depth: _builtins.int
@@ -328,6 +329,10 @@ class Heartbeat(_message.Message):
     @_builtins.property
     def drops(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """reason -> count since the spool was created"""
+
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceHealth]:
+        """Per source (window, keys, media): is monitoring actually happening on this device?"""
 
     def __init__(
         self,
@@ -340,14 +345,50 @@ class Heartbeat(_message.Message):
         os_user: _builtins.str = ...,
         hostname: _builtins.str = ...,
         os: _builtins.str = ...,
+        sources: _abc.Iterable[Global___SourceHealth] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "drops", b"drops", "hostname", b"hostname", "os", b"os", "os_user", b"os_user", "rules_version", b"rules_version", "spool_bytes", b"spool_bytes", "spool_depth", b"spool_depth"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "drops", b"drops", "hostname", b"hostname", "os", b"os", "os_user", b"os_user", "rules_version", b"rules_version", "sources", b"sources", "spool_bytes", b"spool_bytes", "spool_depth", b"spool_depth"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
+
+@_typing.final
+class SourceHealth(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    LAST_EVENT_UNIX_MS_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"window" | "keys" | "media" """
+    state: _builtins.str
+    """"running" | "restarting" | "failed" | "stopped" """
+    last_event_unix_ms: _builtins.int
+    """0: no event yet"""
+    restarts: _builtins.int
+    error: _builtins.str
+    """the last failure, when not running"""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        state: _builtins.str = ...,
+        last_event_unix_ms: _builtins.int = ...,
+        restarts: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "last_event_unix_ms", b"last_event_unix_ms", "name", b"name", "restarts", b"restarts", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceHealth: _TypeAlias = SourceHealth  # noqa: Y015
 
 @_typing.final
 class RulesAck(_message.Message):

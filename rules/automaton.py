@@ -1,17 +1,24 @@
-"""An Aho-Corasick automaton whose state is a plain int, so it can be snapshotted per keystroke.
+"""Aho-Corasick automata whose state is a plain int, so it can be snapshotted per keystroke.
 
 pyahocorasick streams (``iter('')`` then ``set(chunk)``) but cannot undo a character, and the
-matcher must undo backspaces. This automaton keeps the trie's goto edges in one dict per
-state and memoises failure transitions into those dicts the first time they are taken, so
-after warm-up one step is one dict lookup (a lazily built DFA). Memoising is idempotent, so
-sharing one automaton between threads and matchers is safe under the GIL.
+matcher must undo backspaces. Two layouts of the same automaton:
+
+* :class:`CompactAutomaton` (the streaming matcher's): the trie in depth-first order, one
+  list entry per state for the first child and dicts only where the trie branches, failure
+  links in an array. About 0.4 KB per phrase and nothing built lazily, so its speed does not
+  depend on what has been typed before (unseen text, a fresh rule set).
+* :class:`Automaton` (the context layer's): one dict per state into which failure
+  transitions are memoised the first time they are taken, so after warm-up one step is one
+  dict lookup (a lazily built DFA), at several KB per key. Memoising is idempotent, so
+  sharing one automaton between threads is safe under the GIL.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 
-__all__ = ["Automaton"]
+__all__ = ["Automaton", "CompactAutomaton"]
 
 
 class Automaton:
@@ -78,3 +85,87 @@ class Automaton:
     def states(self) -> int:
         """Number of trie states (a proxy for memory)."""
         return len(self.delta)
+
+
+class CompactAutomaton:
+    """The same matching as :class:`Automaton` in a fraction of the memory, with nothing
+    built lazily: as fast on text it has never seen, or just after a rules update, as on
+    text it has. ``out`` maps a state to the key indices ending there (states with none
+    are absent).
+
+    States are numbered in depth-first order over the sorted keys, so a state's first child
+    is the next state: ``down[s]`` is that child's character (None for a leaf) and
+    ``more[s]`` maps the characters of any further children to their states. A step that
+    misses follows the failure links (``fail``, an array), at most one hop per character on
+    average. Nothing is mutated after ``__init__``, so threads and matchers share it freely.
+    """
+
+    __slots__ = ("down", "fail", "more", "out", "start", "states")
+
+    def __init__(self, keys: list[str]) -> None:
+        down: list[str | None] = [None]
+        more: dict[int, dict[str, int]] = {}
+        own: dict[int, tuple[int, ...]] = {}
+        path = [0]  # path[d]: the state at depth d on the previous key's path
+        prev = ""
+        for k in sorted(range(len(keys)), key=keys.__getitem__):
+            key = keys[k]
+            d = 0  # the states of the prefix shared with the previous key already exist
+            for a, b in zip(key, prev, strict=False):
+                if a != b:
+                    break
+                d += 1
+            del path[d + 1 :]
+            s = path[d]
+            for c in key[d:]:
+                t = len(down)
+                if down[s] is None:
+                    down[s] = c  # the first child of s is always s + 1 (depth-first order)
+                else:
+                    more.setdefault(s, {})[c] = t
+                down.append(None)
+                path.append(t)
+                s = t
+            if s:
+                own[s] = (*own.get(s, ()), k)  # equal keys sort by index: ascending
+            prev = key
+        self.down, self.more, self.states = down, more, len(down)
+        self.fail = fail = array("I", bytes(4 * len(down)))
+        # Failure links and outputs level by level (breadth first): a state's depends only
+        # on shallower states. Levels are arrays, so building allocates few small objects.
+        out: dict[int, tuple[int, ...]] = {}
+        step, level = self.step, array("I", [0])
+        while level:
+            below = array("I")
+            for s in level:
+                first = down[s]
+                if first is None:
+                    continue
+                row = more.get(s)
+                for c, t in ((first, s + 1), *row.items()) if row else ((first, s + 1),):
+                    f = step(fail[s], c) if s else 0
+                    fail[t] = f
+                    mine, inherited = own.get(t), out.get(f)
+                    if mine is not None:
+                        out[t] = mine + inherited if inherited else mine
+                    elif inherited is not None:
+                        out[t] = inherited  # shared, not copied
+                    below.append(t)
+            level = below
+        self.out = out
+        self.start = self.step(0, " ")
+
+    def step(self, s: int, c: str) -> int:
+        """The state after reading ``c`` in state ``s``."""
+        down, more, fail = self.down, self.more, self.fail
+        while True:
+            if down[s] == c:
+                return s + 1
+            row = more.get(s)
+            if row is not None:
+                nxt = row.get(c)
+                if nxt is not None:
+                    return nxt
+            if not s:
+                return 0
+            s = fail[s]

@@ -1,8 +1,9 @@
 """The streaming matcher: keystrokes in, hits out.
 
 Each raw character goes through the :class:`~rules.normalise.Normaliser`; every normalised
-character it releases steps the :class:`~rules.automaton.Automaton`. Before each character we
-push a snapshot ``(normaliser state, automaton state)``, so ``backspace`` is a pop.
+character it releases steps the :class:`~rules.automaton.CompactAutomaton`. Before each
+character we push a snapshot ``(normaliser state, automaton state)``, so ``backspace`` is a
+pop.
 
 Keys are padded with spaces (``" kil "``), so a hit needs a word boundary on both sides and
 completes when the boundary after it arrives (the next separator, or ``reset``). A phrase
@@ -51,8 +52,8 @@ class StreamMatcher:
             raise ValueError("context_chars must be at least 1")
         self._ix, self._allowed, self._ctx = index, allowed, context_chars
         self._aut = index.automaton
-        self._delta = self._aut.delta
-        self._out = self._aut.out
+        self._down, self._more = self._aut.down, self._aut.more
+        self._fail, self._out = self._aut.fail, self._aut.out
         self._norm = Normaliser()
         self._ac = self._aut.start
         self._raw: list[str] = []
@@ -71,7 +72,8 @@ class StreamMatcher:
     def feed(self, ch: str) -> list[Hit]:
         """Consume one typed character; return the hits completed so far."""
         # Fast paths for the common keys (a letter in or starting a word, a separator after
-        # a word) inline Normaliser.push and Automaton.step: keep them in step with those.
+        # a word) inline Normaliser.push and CompactAutomaton.step up to its first failure
+        # link: keep them in step with those.
         f = _SIMPLE.get(ch)
         if f is None:
             return self._feed_slow(ch)
@@ -103,11 +105,15 @@ class StreamMatcher:
         else:
             return self._feed_slow(ch)
         src.append(n)
-        nxt = self._delta[ac].get(f)
-        if nxt is None:
-            nxt = self._aut.step(ac, f)
+        if self._down[ac] == f:  # the first child of state s is s + 1
+            nxt = ac + 1
+        else:
+            row = self._more.get(ac)
+            nxt = -1 if row is None else row.get(f, -1)
+            if nxt < 0:  # no edge: go on from the failure link (the root stays put)
+                nxt = self._aut.step(self._fail[ac], f) if ac else 0
         self._ac = nxt
-        found = self._out[nxt]
+        found = self._out.get(nxt)
         if found is None and not self._pending and not self._carry:
             return []
         hits, self._carry = self._carry, []
@@ -133,7 +139,7 @@ class StreamMatcher:
             base = len(norm.src) - len(out)
             for k, c in enumerate(out):
                 ac = step(ac, c)
-                found = table[ac]
+                found = table.get(ac)
                 if found is not None:
                     self._found(found, base + k, hits)
             self._ac = ac
@@ -166,7 +172,7 @@ class StreamMatcher:
         base = len(norm.src) - len(out)
         for k, c in enumerate(out):
             ac = self._aut.step(ac, c)
-            found = self._out[ac]
+            found = self._out.get(ac)
             if found is not None:
                 self._found(found, base + k, self._carry)
         norm.restore(snap)
@@ -188,7 +194,7 @@ class StreamMatcher:
         base = len(norm.src) - len(out)
         for k, c in enumerate(out):
             ac = self._aut.step(ac, c)
-            found = self._out[ac]
+            found = self._out.get(ac)
             if found is not None:
                 self._found(found, base + k, hits)
         self._release(None, hits)

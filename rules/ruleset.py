@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from .automaton import Automaton
+from .automaton import CompactAutomaton
 from .context import ContextIndex
 from .matcher import StreamMatcher
 from .model import GROUPS, SOURCES, Hit, Rule
@@ -52,7 +52,7 @@ class _Index:
     """Everything a matcher needs: automaton plus per-key entries."""
 
     rules: tuple[Rule, ...]
-    automaton: Automaton
+    automaton: CompactAutomaton
     key_lengths: tuple[int, ...]
     # per key: (is_exclusion, rule index, original phrase, whole word)
     entries: tuple[tuple[tuple[bool, int, str, bool], ...], ...]
@@ -73,7 +73,7 @@ def _build(rules: tuple[Rule, ...]) -> _Index:
     ordered = list(keys)
     return _Index(
         rules=rules,
-        automaton=Automaton(ordered),
+        automaton=CompactAutomaton(ordered),
         key_lengths=tuple(len(k) for k in ordered),
         entries=tuple(tuple(keys[k]) for k in ordered),
         max_exclusion=tuple(max_excl),

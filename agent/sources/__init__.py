@@ -100,10 +100,11 @@ class WindowSource(Protocol):
 
 
 class KeySource(Protocol):
-    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event) -> None:
+    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event,
+            ready: Callable[[], None]) -> None:
         """Block, calling *on_key* for every key press (and click), until *stop* is set.
-        Raise if the OS input hook fails: the monitor restarts the source with back-off.
-        *on_key* only enqueues."""
+        Call *ready* once keys are being seen. Raise if the OS input hook fails: the
+        monitor restarts the source with back-off. *on_key* only enqueues."""
 
 
 class SelectionReader(Protocol):

@@ -174,7 +174,8 @@ class X11InputSource:
     def __init__(self, display: str | None = None) -> None:
         self.display_name = display
 
-    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event) -> None:
+    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event,
+            ready: Callable[[], None] = lambda: None) -> None:
         from Xlib import XK, X, display
         from Xlib.ext import record
 
@@ -229,6 +230,7 @@ class X11InputSource:
 
             waker = threading.Thread(target=stopper, name="vigil-keys-stop", daemon=True)
             waker.start()
+            ready()  # the enable request goes out next; keys typed from now on are seen
             try:
                 rec.record_enable_context(ctx, handler)  # blocks until disabled
             finally:

@@ -45,7 +45,8 @@ class PynputKeySource:
         h = self._held
         return Mods(shift="shift" in h, ctrl="ctrl" in h, alt="alt" in h, super="cmd" in h)
 
-    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event) -> None:
+    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event,
+            ready: Callable[[], None] = lambda: None) -> None:
         from pynput import keyboard
 
         def modifier(key: Any) -> str:
@@ -67,6 +68,7 @@ class PynputKeySource:
         listener = keyboard.Listener(on_press=on_press, on_release=on_release)
         listener.start()
         listener.wait()
+        ready()
         try:
             while not stop.wait(1.0):
                 if not listener.is_alive():

@@ -23,7 +23,7 @@ from typing import Any
 from . import WindowInfo, stop_fd
 from .xtext import decode_property
 
-__all__ = ["X11WindowSource", "process_name"]
+__all__ = ["X11WindowSource", "focused_window_rect", "process_name"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,35 @@ def process_name(pid: int) -> str:
         return str(psutil.Process(pid).name())
     except Exception:
         return ""
+
+
+def focused_window_rect(display_name: str | None = None) -> tuple[int, int, int, int] | None:
+    """(left, top, width, height) on the screen of the active top-level window, including
+    its frame when the window manager reparented it; None when it cannot be found."""
+    from Xlib import X, display, error
+
+    d = display.Display(display_name)
+    try:
+        root = d.screen().root
+        p = root.get_full_property(d.intern_atom("_NET_ACTIVE_WINDOW"), X.AnyPropertyType)
+        if p is None or not len(p.value) or not p.value[0]:
+            win = d.get_input_focus().focus
+            if not hasattr(win, "query_tree"):
+                return None
+        else:
+            win = d.create_resource_object("window", int(p.value[0]))
+        while True:  # climb to the child of the root (the frame)
+            parent = win.query_tree().parent
+            if parent is None or parent.id == root.id:
+                break
+            win = parent
+        g = win.get_geometry()
+        pos = win.translate_coords(root, 0, 0)
+        return -int(pos.x), -int(pos.y), int(g.width), int(g.height)
+    except error.XError:
+        return None
+    finally:
+        d.close()
 
 
 class X11WindowSource:

@@ -195,7 +195,8 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> dict[str
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps,
                                                 pct_start=0.1, anneal_strategy="linear")
     ce = torch.nn.CrossEntropyLoss()
-    best: tuple[float, int, dict[str, Any], float] | None = None
+    best: tuple[float, int, float] | None = None
+    manifest: dict[str, Any] = {}
     history = []
     for epoch in range(1, cfg.epochs + 1):
         net.train()
@@ -213,6 +214,9 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> dict[str
             opt.step()
             sched.step()
             total, n = total + float(loss.detach()), n + 1
+            if n % 50 == 0:
+                progress(f"  epoch {epoch}: {n * cfg.batch}/{len(rows)} rows, "
+                         f"loss {total / n:.3f}, {time.monotonic() - t0:.0f} s")
         probs = _predict(net, tok, [s.text for s in dev_s])
         t, rec = _choose_threshold(probs, dev_s, cfg.target_fp)
         history.append({"epoch": epoch, "loss": round(total / max(n, 1), 4),
@@ -221,22 +225,32 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> dict[str
         progress(f"epoch {epoch}: loss {total / max(n, 1):.3f}, dev recall {rec:.3f} at "
                  f"threshold {t:.3f} ({time.monotonic() - t0:.0f} s)")
         if best is None or rec > best[0]:
-            best = (rec, epoch, {k: v.detach().clone() for k, v in net.state_dict().items()}, t)
-    assert best is not None
-    net.load_state_dict(best[2])
+            # the best epoch so far is exported at once: a stopped run still leaves an artefact
+            best = (rec, epoch, t)
+            manifest = _write_artefact(net, cfg, base_dir, base_name, samples, history, best)
+            progress(f"epoch {epoch} is the best so far on dev: exported to {cfg.out}")
+        else:
+            manifest["history"] = history
+            (cfg.out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _write_artefact(net: Any, cfg: TrainConfig, base_dir: Path, base_name: str,
+                    samples: Sequence[Sample], history: list[dict[str, Any]],
+                    best: tuple[float, int, float]) -> dict[str, Any]:
     cfg.out.mkdir(parents=True, exist_ok=True)
     _export(net, cfg.out, cfg.max_len)
     shutil.copy(base_dir / "vocab.txt", cfg.out / "vocab.txt")
     version = cfg.version or time.strftime("%Y%m%d") + f"-s{cfg.seed}"
-    thresholds = {"default": {g: round(best[3], 4) for g in GROUPS}}
     manifest: dict[str, Any] = {
         "version": version, "labels": LABELS, "max_len": cfg.max_len,
-        "thresholds": thresholds,
+        "thresholds": {"default": {g: round(best[2], 4) for g in GROUPS}},
         "files": {f: hashlib.sha256((cfg.out / f).read_bytes()).hexdigest()
                   for f in ("model.onnx", "vocab.txt")},
         "base_model": base_name, "seed": cfg.seed, "epochs_run": cfg.epochs,
         "epoch_chosen": best[1], "history": history,
         "corpus_sha256": _corpus_hash(cfg.corpus),
+        "train_split_digest": split_digest(samples, "train"),
         "test_split_digest": split_digest(samples, "test"),
         "config": {k: (str(v) if isinstance(v, Path | tuple) else v)
                    for k, v in cfg.__dict__.items()},

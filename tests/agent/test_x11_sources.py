@@ -82,3 +82,43 @@ def test_each_switch_reported_once_under_openbox() -> None:
             stop.set()
             t.join(timeout=10)
             stop.close()
+
+
+def test_window_screenshot_is_the_focused_window_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    import struct
+    import zlib
+
+    from agent.capture import window_screenshot
+    from agent.sources.window_x11 import focused_window_rect
+
+    def png_size(png: bytes) -> tuple[int, int]:
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        w, h = struct.unpack(">II", png[16:24])
+        return int(w), int(h)
+
+    with XDesktop() as x:
+        monkeypatch.setenv("DISPLAY", x.display)
+        x.open_xterm("Screenshot target")  # 80x10 characters: far smaller than 1024x768
+        rect = focused_window_rect(x.display)
+        assert rect is not None
+        png = window_screenshot(lambda: focused_window_rect(x.display))()
+        w, h = png_size(png)
+        assert (w, h) == (rect[2], rect[3]) and w < 1024 and h < 768
+        assert zlib.crc32(png) != 0
+
+
+def test_compound_text_title_from_xterm_is_decoded() -> None:
+    title = "Unblocked Games 😀 שלום é"
+    with XDesktop() as x:
+        got: list[WindowInfo] = []
+        stop = StopSignal()
+        t = threading.Thread(target=X11WindowSource(x.display).run, args=(got.append, stop),
+                             daemon=True)
+        t.start()
+        try:
+            x.open_xterm(title)  # xterm stores it as COMPOUND_TEXT, with no _NET_WM_NAME
+            wait_for(lambda: got and got[-1].title == title, what="the decoded title")
+        finally:
+            stop.set()
+            t.join(timeout=10)
+            stop.close()

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
+import random
+import string
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -261,3 +265,40 @@ def test_a_split_does_not_report_a_phrase_twice(one_rule: Callable[..., rules.Ru
     rs = one_rule(["kill myself"])
     text = "ab " * 1364 + "k i l l myself and more text and  " * 400
     assert len(rs.scan(text)) == 400
+
+
+def _synthetic(n: int, seed: int = 3) -> rules.RuleSet:
+    rng = random.Random(seed)
+    vocab = sorted({"".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9)))
+                    for _ in range(3000)})
+    phrases = sorted({" ".join(rng.choices(vocab, k=rng.randint(2, 3))) for _ in range(n)})
+    return rules.RuleSet(tuple(
+        rules.Rule(id=f"t.r{i}", category="drugs", severity=2, phrases=tuple(phrases[i:i + 20]))
+        for i in range(0, len(phrases), 20)))
+
+
+def test_compiled_rules_take_under_1kb_per_phrase_and_typing_does_not_grow_them() -> None:
+    # An agent holds the compiled rules all day: they must stay small (≤ 1 KB a phrase, the
+    # old per-state dicts took 3.4 KB) and typing must not build anything more into them.
+    rs = _synthetic(3000)
+    phrases = sum(len(r.phrases) for r in rs.rules)
+    text = " ".join(p for r in rs.rules[::7] for p in r.phrases) + " zq xkcd qwerty unseen"
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        rs.compiled()
+        gc.collect()
+        built = tracemalloc.get_traced_memory()[0] - base
+        before = tracemalloc.take_snapshot()
+        m = rs.matcher()
+        assert len(m.scan(text)) > 100
+        del m
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert built / phrases <= 1000
+    only = [tracemalloc.Filter(True, "*/rules/automaton.py")]
+    grown = after.filter_traces(only).compare_to(before.filter_traces(only), "filename")
+    assert sum(d.size_diff for d in grown) == 0

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rules
+from rules.automaton import CompactAutomaton
 from rules.normalise import Normaliser, normalise
 
 PHRASES = {"r.killme": "kil me", "r.kms": "kms", "r.mekill": "me kil", "r.bab": "bab",
@@ -155,3 +156,62 @@ def test_any_keystrokes_never_crash_and_contexts_stay_bounded(
         assert h.match and len(h.context) <= context_chars
         assert h.match_kind in ("exact", "normalised")
         assert h.match in screens and "\n" not in h.match
+
+
+keys_st = st.lists(st.text(alphabet="ab c", max_size=6), max_size=12)
+
+
+@SETTINGS
+@given(keys_st, st.text(alphabet="ab cd", max_size=80))
+def test_compact_automaton_finds_exactly_the_keys_ending_at_each_character(
+    keys: list[str], text: str
+) -> None:
+    # duplicates, empty keys and keys that are prefixes or suffixes of others included
+    aut = CompactAutomaton(keys)
+    s = 0
+    for i, c in enumerate(text):
+        s = aut.step(s, c)
+        want = tuple(k for k, key in enumerate(keys) if key and text[: i + 1].endswith(key))
+        assert tuple(sorted(aut.out.get(s, ()))) == want
+    assert aut.start == aut.step(0, " ")
+
+
+WORDS = ["ab", "ba", "abc", "cab", "bc", "a", "ca"]
+phrase_sets = st.lists(  # no repeats that only the collapsing makes ("a a" needs "aa")
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=3).map(" ".join).filter(
+        lambda p: normalise(p) == normalise(p, collapse=False)),
+    min_size=1, max_size=12, unique=True)
+typing = st.lists(st.sampled_from([*WORDS, " ", " ", "  ", ".", "aa", "A", "-"]),
+                  max_size=30).map("".join)
+
+
+@SETTINGS
+@given(phrase_sets, typing)
+def test_streaming_equals_whole_text_search_on_branching_phrase_sets(
+    phrases: list[str], text: str
+) -> None:
+    # many phrases sharing prefixes and suffixes: the matcher's inlined steps, the trie's
+    # branches and the failure links all get used
+    rs = rules.RuleSet(tuple(rules.Rule(id=f"r.p{i}", category="drugs", severity=2,
+                                        phrases=(p,)) for i, p in enumerate(phrases)))
+    m = rs.matcher()
+    hits = stream(m, text) + m.reset()
+    padded = f" {normalise(text)} "
+    want = {f"r.p{i}" for i, p in enumerate(phrases) if f" {normalise(p)} " in padded}
+    assert {h.rule.id for h in hits} == want
+
+
+@SETTINGS
+@given(phrase_sets, typing, typing)
+def test_backspace_returns_to_exactly_the_state_before(phrases: list[str], a: str,
+                                                      x: str) -> None:
+    rs = rules.RuleSet(tuple(rules.Rule(id=f"r.p{i}", category="drugs", severity=2,
+                                        phrases=(p,)) for i, p in enumerate(phrases)))
+    typed, only_a = rs.matcher(), rs.matcher()
+    stream(typed, a + x)
+    for _ in x:
+        typed.backspace()
+    stream(only_a, a)
+    assert typed._ac == only_a._ac
+    assert typed._norm.snapshot() == only_a._norm.snapshot()
+    assert typed._raw == only_a._raw

@@ -33,9 +33,9 @@ __all__ = ["XDesktop", "have_x_tools", "wait_for"]
 T = TypeVar("T")
 
 
-def have_x_tools() -> bool:
-    """True when Xvfb, openbox, xterm and xdotool are all on PATH."""
-    return all(shutil.which(t) for t in ("Xvfb", "openbox", "xterm", "xdotool"))
+def have_x_tools(*extra: str) -> bool:
+    """True when Xvfb, openbox, xterm and xdotool (and every *extra* tool) are on PATH."""
+    return all(shutil.which(t) for t in ("Xvfb", "openbox", "xterm", "xdotool", *extra))
 
 
 def wait_for(cond: Callable[[], T], timeout: float = 20.0, interval: float = 0.05,
@@ -54,20 +54,25 @@ def wait_for(cond: Callable[[], T], timeout: float = 20.0, interval: float = 0.0
 class XDesktop:
     """One Xvfb display with openbox; xterm windows opened on demand."""
 
-    def __init__(self, window_manager: bool = True, size: str = "1024x768x24") -> None:
+    def __init__(self, window_manager: bool = True, size: str = "1024x768x24",
+                 record: bool = True) -> None:
         self.window_manager = window_manager
+        self.record = record  # False: an X server without RECORD (keys cannot be seen)
         self.size = size
         self.display = ""
         self._procs: list[subprocess.Popen[bytes]] = []
         self._xterms: list[subprocess.Popen[bytes]] = []
+        self._owners: list[subprocess.Popen[bytes]] = []
         self._tmp = Path(tempfile.mkdtemp(prefix="vigil-x11-"))
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> XDesktop:
         r, w = os.pipe()
+        # (Xvfb re-enables every extension after any "+extension": "-extension" goes alone)
+        ext = ["+extension", "RECORD", "+extension", "XTEST"] if self.record else [
+            "-extension", "RECORD"]
         xvfb = subprocess.Popen(
-            ["Xvfb", "-displayfd", str(w), "-screen", "0", self.size, "-nolisten", "tcp",
-             "+extension", "RECORD", "+extension", "XTEST"],
+            ["Xvfb", "-displayfd", str(w), "-screen", "0", self.size, "-nolisten", "tcp", *ext],
             pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(w)
         self._procs.append(xvfb)
@@ -194,6 +199,34 @@ class XDesktop:
     def key(self, *keys: str) -> None:
         """Press named keys, e.g. ``key("Return")`` or ``key("BackSpace")``."""
         self.xdotool("key", *keys)
+
+    def click(self, button: int = 1) -> None:
+        """Click a mouse button where the pointer is (XTEST, as a pupil's click)."""
+        self.xdotool("click", str(button))
+
+    def set_selection(self, text: str, which: str = "clipboard") -> None:
+        """Own the X selection *which* ("clipboard" or "primary") with *text*, as a program
+        the pupil copied from would (an ``xclip`` kept in the foreground, stopped with the
+        desktop). Needs xclip."""
+        for p in self._owners:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=10)
+        self._owners.clear()
+        proc = subprocess.Popen(["xclip", "-quiet", "-selection", which, "-in"], env=self.env,
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        self._procs.append(proc)
+        self._owners.append(proc)
+        assert proc.stdin is not None
+        proc.stdin.write(text.encode())
+        proc.stdin.close()
+        wait_for(lambda: self._selection(which) == text, what=f"the {which} selection")
+
+    def _selection(self, which: str) -> str:
+        out = subprocess.run(["xclip", "-o", "-selection", which], env=self.env,
+                             capture_output=True, timeout=10)
+        return out.stdout.decode(errors="replace") if out.returncode == 0 else ""
 
     # -- helpers ---------------------------------------------------------------------------
     def _search(self, title: str) -> int:
