@@ -6,11 +6,8 @@ Errors go to stderr as one clear message and exit status 2; never a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import logging.handlers
-import signal
 import sys
 from pathlib import Path
 
@@ -49,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--ca", required=True, type=Path, help="the collector's CA certificate")
     e.add_argument("--collector", default="", help="stream address HOST:PORT (default: "
                    "same host, enrolment port - 1)")
+    e.add_argument("--machine", action="store_true", help="enrol the device once for every "
+                   "user (run as root/SYSTEM by the installers): the identity goes into the "
+                   "machine-wide device folder (or --data-dir)")
     common(e, config=False)
 
     r = sub.add_parser("run", help="run the agent in this desktop session",
@@ -81,20 +81,14 @@ def _setup_logging(data: DataDir, verbose: bool) -> None:
 
 
 def _run(data: DataDir, config: Config, verbose: bool) -> int:
+    from .platform import run_agent
     from .runtime import AgentRuntime
 
     _setup_logging(data, verbose)
     runtime = AgentRuntime(data, config)
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
-        await runtime.run(stop)
-
-    asyncio.run(go())
+    # On macOS the main thread turns the Cocoa run loop and asyncio runs in a worker.
+    run_agent(runtime.run)
     logging.getLogger("agent").warning("Vigil agent stopped")
     return 0
 
@@ -109,10 +103,16 @@ def main(argv: list[str] | None = None) -> int:
             print(report)
             return 0 if ok else 1
         data = DataDir.resolve(args.data_dir)
+        if args.command == "enroll" and args.machine:
+            from .paths import machine_device_dir
+
+            where = args.data_dir or machine_device_dir()
+            data = DataDir(where, where)
         if args.command == "enroll":
-            device = enroll(data, args.server, args.token, args.ca, args.collector)
+            device = enroll(data, args.server, args.token, args.ca, args.collector,
+                            machine=args.machine)
             print(f"enrolled as {device.device_id}; collector {device.collector}; "
-                  f"data dir {data.root}")
+                  f"identity in {data.identity}")
             return 0
         config = load_config(args.config, {"collector": getattr(args, "collector", None)})
         if args.command == "status":

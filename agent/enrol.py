@@ -1,8 +1,20 @@
 """Enrolment: make a P-256 key pair here, send a CSR with a one-time token, store the result.
 
-The private key never leaves the machine (file mode 0600). The device id is derived from the
-public key (``proto.identity.device_id_from_spki``), so the collector's answer is checked
-against it. The rules public key from the answer is pinned: later bundles must verify with it.
+The private key never leaves the machine. The device id is derived from the public key
+(``proto.identity.device_id_from_spki``), so the collector's answer is checked against it.
+The rules public key from the answer is pinned: later bundles must verify with it.
+
+Two modes:
+
+* **per user** (``vigil-agent enroll`` by hand, the default): the identity goes into the
+  user's own data dir, key mode 0600;
+* **per device** (``vigil-agent enroll --machine``, run by the installers as root/SYSTEM):
+  the identity goes into the machine-wide device folder (``agent.paths.machine_device_dir``),
+  once; every desktop session's agent then uses it and reports its own user in the
+  heartbeat, so a new pupil on the laptop spends no token. The folder and files are written
+  by root and are read-only for everyone else (key mode 0644 on Linux/macOS; see README:
+  the session agents run as the pupil and must read the key to open their mTLS stream, so
+  it is *not* yet protected from local users; that needs a privileged uplink process).
 """
 
 from __future__ import annotations
@@ -58,6 +70,11 @@ def make_key_and_csr(hostname: str) -> tuple[bytes, bytes, str]:
     return key_pem, csr.public_bytes(serialization.Encoding.PEM), device_id
 
 
+#: File modes for the identity: (key, everything else).
+_USER_MODES = (0o600, 0o644)
+_MACHINE_MODES = (0o644, 0o644)
+
+
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -74,10 +91,17 @@ def _default_collector(server: str) -> str:
 
 
 def enroll(data: DataDir, server: str, token: str, ca_file: Path, collector: str = "",
-           timeout: float = 30.0) -> Device:
-    """Enrol this device with the collector's enrolment service at *server* (HOST:PORT)."""
+           timeout: float = 30.0, *, machine: bool = False) -> Device:
+    """Enrol this device with the collector's enrolment service at *server* (HOST:PORT).
+
+    *machine*: write the identity into ``data.identity`` for every session of this device
+    (readable, not writable, by other accounts) instead of privately for this user."""
+    if data.shared_identity and not machine:
+        raise EnrolError(f"this device is enrolled machine-wide ({data.identity}): its "
+                         "sessions need no enrolment of their own; to re-enrol the device, "
+                         "run vigil-agent enroll --machine as root/administrator")
     if data.device_key.exists():
-        raise EnrolError(f"{data.root} already holds an enrolled device; use another "
+        raise EnrolError(f"{data.identity} already holds an enrolled device; use another "
                          "--data-dir or remove that directory to enrol afresh")
     try:
         ca_pem = ca_file.read_bytes()
@@ -102,14 +126,22 @@ def enroll(data: DataDir, server: str, token: str, ca_file: Path, collector: str
     if resp.device_id and resp.device_id != device_id:
         raise EnrolError(f"collector answered for device {resp.device_id}, but this key is "
                          f"{device_id}; refusing to store a mismatched identity")
-    data.ensure()
-    _write(data.device_key, key_pem, 0o600)
-    _write(data.device_cert, resp.client_cert_pem)
-    _write(data.ca_cert, resp.ca_cert_pem or ca_pem)
+    key_mode, mode = _MACHINE_MODES if machine else _USER_MODES
+    if machine:
+        data.identity.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if os.name == "posix":
+            os.chmod(data.identity, 0o755)  # noqa: S103 - every session reads it
+    else:
+        data.ensure()
+        data.identity.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(data.device_key, key_pem, key_mode)
+    _write(data.device_cert, resp.client_cert_pem, mode)
+    _write(data.ca_cert, resp.ca_cert_pem or ca_pem, mode)
     if resp.rules_public_key_pem:
-        _write(data.rules_pub, resp.rules_public_key_pem)
+        _write(data.rules_pub, resp.rules_public_key_pem, mode)
     device = Device(device_id, collector or _default_collector(server), resp.site, resp.group)
-    _write(data.device_json, json.dumps(device.__dict__, indent=2).encode())
+    # device.json last: its presence means "enrolled" (the session launcher waits for it)
+    _write(data.device_json, json.dumps(device.__dict__, indent=2).encode(), mode)
     return device
 
 

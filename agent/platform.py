@@ -2,19 +2,26 @@
 
 Each backend implements the Protocols in ``agent.sources`` and imports its OS libraries only
 inside functions, so importing this module (or any backend module) does nothing to the OS.
+It also decides which thread the agent's asyncio loop runs on (:func:`run_agent`): on macOS
+the main thread must turn the Cocoa run loop (``agent.backends.mainloop``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from .config import Config
 from .sources import KeySource, MediaSource, SelectionReader, WindowSource
 
-__all__ = ["Backends", "backend_name", "select_backends"]
+__all__ = ["Backends", "backend_name", "guarded_screenshot", "run_agent", "select_backends"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,41 @@ class Backends:
     selection: SelectionReader | None = None
     #: The focused window's rectangle on screen, for window-only screenshots.
     focused_rect: Callable[[], tuple[int, int, int, int] | None] | None = None
+    #: Why a screenshot would be useless right now ("" when it would not), e.g. macOS without
+    #: Screen Recording returns only the wallpaper.
+    screenshot_blocked: Callable[[], str] | None = None
+
+
+def guarded_screenshot(grab: Callable[[], bytes],
+                       blocked: Callable[[], str]) -> Callable[[], bytes]:
+    """*grab*, unless *blocked* names a reason: then no image, and the reason is logged
+    (once per reason) instead of storing a picture of the wallpaper as evidence."""
+    said: set[str] = set()
+
+    def shot() -> bytes:
+        reason = blocked()
+        if not reason:
+            return grab()
+        if reason not in said:
+            said.add(reason)
+            log.warning("screenshot not taken: %s", reason)
+        return b""
+
+    return shot
+
+
+def run_agent(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
+              name: str | None = None) -> None:
+    """Run the agent's async main until SIGINT/SIGTERM. On macOS the main thread turns the
+    Cocoa run loop (NSWorkspace notifications need it) and asyncio runs in a worker."""
+    from .backends.mainloop import run_agent as run
+
+    if (name or backend_name()) == "macos":
+        from .backends.cocoa import Cocoa
+
+        run(main, Cocoa.shared())
+    else:
+        run(main)
 
 
 def backend_name(platform: str | None = None, env: dict[str, str] | None = None) -> str:
@@ -65,10 +107,14 @@ def select_backends(config: Config, name: str | None = None) -> Backends:
     if name == "windows":
         from .backends import windows
 
-        return Backends(name, windows.WindowsWindowSource(), windows.keys(),
-                        windows.WindowsMediaSource())
+        win = windows.WindowsWindowSource()
+        return Backends(name, win, windows.keys(), windows.WindowsMediaSource(),
+                        focused_rect=win.focused_rect)
     if name == "macos":
         from .backends import macos
 
-        return Backends(name, macos.MacWindowSource(), macos.keys(), macos.MacMediaSource())
+        mac = macos.MacWindowSource()
+        return Backends(name, mac, macos.keys(), macos.MacMediaSource(),
+                        focused_rect=mac.focused_rect,
+                        screenshot_blocked=lambda: macos.screenshot_blocked(mac.api))
     return Backends(name, None, None, None)

@@ -31,7 +31,7 @@ from .enrol import Device, load_device
 from .modelfetch import ModelFetcher
 from .monitor import Monitor
 from .paths import DataDir
-from .platform import Backends, select_backends
+from .platform import Backends, guarded_screenshot, select_backends
 from .rulestate import ActiveRules
 from .spool import Spool
 from .uplink import ChannelFactory, Uplink, mtls_channel_factory
@@ -222,6 +222,9 @@ class AgentRuntime:
             rect = backends.focused_rect
             self.builder.screenshot = (window_screenshot(rect) if rect is not None
                                        else lambda: b"")
+        if backends.screenshot_blocked is not None:  # e.g. macOS without Screen Recording
+            self.builder.screenshot = guarded_screenshot(self.builder.screenshot,
+                                                         backends.screenshot_blocked)
         self.monitor.start(backends.window, backends.keys, backends.media, backends.selection)
         log.warning(NOTICE)
         if self.uplink is None:

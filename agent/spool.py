@@ -6,8 +6,9 @@ severity 4-5 are never dropped (if only they remain the bound is exceeded and co
 ``over_bound``), and every drop is counted by reason in a persisted table that heartbeats
 report. Eviction is all-or-nothing: victims are chosen before anything is deleted, so a
 newcomer that would be dropped anyway never costs an older capture. Rows are deleted only
-when the collector acknowledges them (:meth:`Spool.ack`) or rejects them as permanently
-invalid (:meth:`Spool.reject`, counted); deletes overwrite the freed pages
+when the collector acknowledges them (:meth:`Spool.ack`), rejects them as permanently
+invalid (:meth:`Spool.reject`, counted) or refuses them twice (:meth:`Spool.quarantine`,
+counted as ``quarantined:<reason>``); deletes overwrite the freed pages
 (``secure_delete``) and each ack checkpoints and truncates the WAL, so an acknowledged
 capture's context is not left readable on the laptop.
 """
@@ -180,15 +181,26 @@ class Spool:
         acknowledged captures must not stay readable in old WAL frames."""
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def reject(self, capture_id: str, reason: str) -> None:
+    def reject(self, capture_id: str, reason: str, prefix: str = "rejected") -> None:
         with self._lock, self._tx():
             row = self._db.execute("DELETE FROM captures WHERE id = ? RETURNING size",
                                    (capture_id,)).fetchone()
             if row is not None:
                 self._total -= int(row[0])
-            self._count(f"rejected:{reason or 'unspecified'}")
+            self._count(f"{prefix}:{reason or 'unspecified'}")
         with self._lock:
             self._checkpoint()
+
+    def quarantine(self, capture_id: str, reason: str) -> None:
+        """The collector refused this capture twice: stop resending it (a capture that can
+        never be stored must not block the outbox), counted as ``quarantined:<reason>``."""
+        self.reject(capture_id, reason, prefix="quarantined")
+
+    def unmark(self, ids: Iterable[str]) -> None:
+        """Put these in-flight captures back to unsent (a refusal said: resend later)."""
+        with self._lock, self._tx():
+            self._db.executemany("UPDATE captures SET sent = 0 WHERE id = ?",
+                                 [(i,) for i in ids])
 
     # -- reading ---------------------------------------------------------------------------
     def stats(self) -> SpoolStats:

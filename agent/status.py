@@ -27,13 +27,12 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    # Not os.kill(pid, 0): on Windows that sends CTRL_C_EVENT to the agent's console group.
+    if pid <= 0:
         return False
-    except PermissionError:
-        return True
-    return True
+    import psutil
+
+    return bool(psutil.pid_exists(pid))
 
 
 def status_report(data: DataDir, config: Config) -> str:
@@ -127,8 +126,15 @@ def install_check(config: Config) -> tuple[bool, str]:
     elif name == "headless":
         ok = False
         lines.append("Display server: none (DISPLAY not set): run inside the desktop session")
+    elif name in ("windows", "macos"):
+        from .backends.checks import os_checks
+
+        os_ok, os_lines = os_checks(name)
+        ok = ok and os_ok
+        lines.extend(os_lines)
     else:
-        lines.append(f"Display server: {name} backend (not yet tested on a real machine)")
+        lines.append(f"Display server: {name}: no backend for this OS")
+        ok = False
     if name in ("x11", "wayland", "headless"):
         try:
             import select

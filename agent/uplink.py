@@ -8,6 +8,15 @@ jitter, and honours ``retry-after-ms`` trailing metadata (sent with RESOURCE_EXH
 UNAVAILABLE) and ``Backoff`` messages. Everything in flight when a stream ends is resent on
 the next one; capture ids make that idempotent at the collector.
 
+Refusals (docs/wire.md): a ``Rejected`` with ``retry_after_ms`` 0 is dropped and counted; one
+with a delay is resent after it. A stream ended with INVALID_ARGUMENT (a message the collector
+could not decode) counts against every capture that was in flight, and until those are
+settled captures go one at a time, so the culprit is found. A capture refused twice is
+quarantined (dropped, counted as ``quarantined:<reason>``). PERMISSION_DENIED (revoked) and
+ABORTED (a newer stream of the same device replaced this one) are reported distinctly in
+``last_error``; ``retry-after-ms: never`` makes the agent check again only every
+``backoff_max`` seconds.
+
 The clock, the sleep, the random source and the channel factory are injected.
 """
 
@@ -32,11 +41,15 @@ from .aio import wait_event
 from .rulestate import ActiveRules
 from .spool import Spool
 
-__all__ = ["Uplink", "backoff_delay", "mtls_channel_factory", "retry_after_seconds"]
+__all__ = ["REFUSALS_BEFORE_QUARANTINE", "Uplink", "backoff_delay", "mtls_channel_factory",
+           "never_retry", "retry_after_seconds"]
 
 log = logging.getLogger(__name__)
 
 ChannelFactory = Callable[[], grpc.aio.Channel]
+
+#: A capture the collector refuses this many times is quarantined (dropped and counted).
+REFUSALS_BEFORE_QUARANTINE = 2
 
 
 def backoff_delay(attempt: int, initial: float, maximum: float,
@@ -55,6 +68,11 @@ def retry_after_seconds(metadata: Any) -> float | None:
             except (TypeError, ValueError):
                 return None
     return None
+
+
+def never_retry(metadata: Any) -> bool:
+    """True when the trailing metadata says ``retry-after-ms: never``."""
+    return any(k == "retry-after-ms" and v == "never" for k, v in metadata or ())
 
 
 def mtls_channel_factory(address: str, ca_pem: bytes, key_pem: bytes,
@@ -95,6 +113,9 @@ class Uplink:
         self._retry_after = 0.0
         #: (status code name, delay before the next attempt), most recent last.
         self.retries: list[tuple[str, float]] = []
+        #: capture id -> refusals so far (retryable rejections, INVALID_ARGUMENT stream ends)
+        self.refusals: dict[str, int] = {}
+        self._held: dict[str, float] = {}  # capture id -> monotonic time it may be resent
 
     def notify(self) -> None:
         """Thread-safe: new captures are in the spool."""
@@ -118,6 +139,16 @@ class Uplink:
             except grpc.aio.AioRpcError as exc:
                 self.last_error = f"{exc.code().name}: {exc.details()}"
                 delay = retry_after_seconds(exc.trailing_metadata())
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    for capture_id in list(self._inflight):
+                        self._refused(capture_id, "undecodable_stream")
+                elif exc.code() == grpc.StatusCode.ABORTED:
+                    log.warning("another stream of this device replaced ours: if this agent "
+                                "did not reconnect, a second process is using its identity")
+                if never_retry(exc.trailing_metadata()):
+                    delay = self.backoff_max  # refused for good (revoked, unknown): rarely
+                    if exc.code() == grpc.StatusCode.PERMISSION_DENIED:
+                        self.last_error = f"revoked: {self.last_error}"
                 if delay is not None:
                     self._retry_after = delay
                 elif exc.code() == grpc.StatusCode.INTERNAL and self._retry_after:
@@ -196,9 +227,15 @@ class Uplink:
             kind = msg.WhichOneof("body")
             if kind == "ack":
                 self.spool.ack(msg.ack.stored_ids)
+                for capture_id in msg.ack.stored_ids:
+                    self.refusals.pop(capture_id, None)
                 for rej in msg.ack.rejected:
-                    log.warning("collector rejected capture %s: %s", rej.id, rej.reason)
-                    self.spool.reject(rej.id, rej.reason)
+                    if rej.retry_after_ms:
+                        self._refused(rej.id, rej.reason, rej.retry_after_ms / 1000)
+                    else:
+                        log.warning("collector rejected capture %s: %s", rej.id, rej.reason)
+                        self.spool.reject(rej.id, rej.reason)
+                        self.refusals.pop(rej.id, None)
                 self._inflight.difference_update(msg.ack.stored_ids)
                 self._inflight.difference_update(r.id for r in msg.ack.rejected)
                 self._set_wake()
@@ -219,6 +256,20 @@ class Uplink:
                 log.info("collector asked to pause %d ms (%s)", msg.backoff.retry_after_ms,
                          msg.backoff.reason)
 
+    def _refused(self, capture_id: str, reason: str, retry_after: float = 0.0) -> None:
+        """Count a refusal; quarantine on the second, else resend after ``retry_after``."""
+        n = self.refusals.get(capture_id, 0) + 1
+        if n >= REFUSALS_BEFORE_QUARANTINE:
+            log.error("collector refused capture %s %d times (%s): quarantined", capture_id,
+                      n, reason)
+            self.spool.quarantine(capture_id, reason)
+            self.refusals.pop(capture_id, None)
+            self._held.pop(capture_id, None)
+            return
+        self.refusals[capture_id] = n
+        if retry_after > 0:
+            self._held[capture_id] = self.clock() + retry_after
+
     async def _send(self, write: Callable[[pb.AgentMessage], Awaitable[None]],
                     replied: asyncio.Event) -> None:
         assert self._wake is not None
@@ -233,15 +284,26 @@ class Uplink:
                 await write(pb.AgentMessage(heartbeat=self.heartbeat()))
                 next_hb = now + self.heartbeat_seconds
             wait = next_hb - now
+            due = [i for i, t in self._held.items() if t <= now]
+            if due:
+                self.spool.unmark(due)
+                for i in due:
+                    del self._held[i]
+            if self._held:
+                wait = min(wait, min(self._held.values()) - now)
             if now < self._paused_until:
                 wait = min(wait, self._paused_until - now)
             else:
-                room = self.max_inflight - len(self._inflight)
+                # after a refusal, one capture at a time until it is settled
+                limit = 1 if self.refusals else self.max_inflight
+                room = limit - len(self._inflight)
                 batch = self.spool.next_batch(min(self.batch_size, room)) if room > 0 else []
                 if batch:
                     self._inflight.update(c.id for c in batch)
                     await write(pb.AgentMessage(captures=pb.CaptureBatch(captures=batch)))
                     continue
+                if not self._inflight and not self._held:
+                    self.refusals.clear()  # nothing left to settle (e.g. evicted)
             await wait_event(self._wake, max(0.01, wait))
 
     def _set_wake(self) -> None:

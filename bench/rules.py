@@ -8,7 +8,7 @@ of one ``feed()``:
 *warm* (text the matcher has already seen once, as the old lazily built automaton likes it),
 *unseen* (a second, independently drawn text on the same rule set) and *after update* (a
 third text, typed into a rule set built a moment before, with the fold caches emptied too:
-the first keystrokes after a rules update or an agent start). Each is the best of three
+the first keystrokes after a rules update or an agent start). Each is the best of five
 runs by mean, each run on its own text (the 2-core box is shared). Memory is measured on a
 fresh build of the same rules: what stays allocated (tracemalloc, after ``gc.collect()``),
 the same after typing 60k keys (a lazily built automaton grows as it is used), the peak
@@ -62,7 +62,7 @@ TEXT_CHARS = 60_000
 TIMED_KEYS = 20_000
 CONTEXT_CHARS = 120
 CONTEXTS, CONTEXTS_QUICK = 3_000, 300
-REPEATS = 3  # per-key timings: best of 3 runs (by mean), each on its own text
+REPEATS = 5  # per-key timings: best of 5 runs (by mean), each on its own text
 
 
 def _vocab(rng: random.Random, n: int = 20_000) -> list[str]:
@@ -426,8 +426,8 @@ def markdown(results: dict[str, Any]) -> str:
              "*Warm*: text already typed once into the rule set. *Unseen*: a second, "
              "independently drawn text. *After update*: a third text typed into a rule set "
              "built a moment before, fold caches emptied (the first keys after a rules update "
-             "or an agent start). Each is the best of 3 runs by mean, each on its own text. "
-             "Bulk is the mean over 60k typed characters (best of 3 "
+             f"or an agent start). Each is the best of {REPEATS} runs by mean, each on its own "
+             "text. Bulk is the mean over 60k typed characters (best of 3 "
              "passes). *Automaton-only* and *pyahocorasick* walk the same pre-normalised text "
              "with no normalisation or undo (pyahocorasick: `iter('')` + `set(ch)` per key).",
              "", head]

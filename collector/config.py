@@ -72,6 +72,8 @@ class IngestConfig:
     screenshot_min_severity: int = 4
     excluded_windows: list[str] = field(default_factory=list)
     excluded_processes: list[str] = field(default_factory=list)
+    # refuse captures whose rule id, category, source or severity no published rule allows
+    check_rules: bool = True
 
 
 @dataclass

@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from collector.store.base import DeviceExists, Store, TokenError
+from collector.stream import abort
 from collector.tls import CsrError, Pki
 from collector.validate import safe_text
 from proto import vigil_pb2 as pb
@@ -70,17 +71,20 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
         request: pb.EnrollRequest,
         context: grpc.aio.ServicerContext[pb.EnrollRequest, pb.EnrollResponse],
     ) -> pb.EnrollResponse:
+        # docs/wire.md "Status codes": every refusal carries retry-after-ms (ms or "never")
         if not isinstance(request, pb.EnrollRequest):  # a Malformed stand-in
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request))
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(request), None)
         wait = self.bucket.take(peer_host(context.peer()))
         if wait > 0:
-            context.set_trailing_metadata((("retry-after-ms", str(int(wait * 1000) + 1)),))
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"too many enrolment attempts; retry in {wait:.1f} s")
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"too many enrolment attempts; retry in {wait:.1f} s",
+                        int(wait * 1000) + 1)
         if not request.token or len(request.token) > 200:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "token is missing")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        "token is missing or longer than 200 characters", None)
         if len(request.csr_pem) > 16_384:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "csr_pem is too large")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        "csr_pem is larger than 16384 bytes", None)
         now = int(self.clock() * 1000)
         try:
             await self.run(self.store.check_token, request.token, now)
@@ -92,14 +96,14 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
                 issued.serial, now)
         except TokenError as exc:
             log.info("enrolment refused from %s: %s", context.peer(), exc)
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"{exc}; ask a technician for a new token")
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                        f"{exc}; ask a technician for a new token", None)
         except CsrError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc), None)
         except DeviceExists as exc:
-            await context.abort(
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"{exc}; an enrolment never replaces a device (make a new key to re-enrol)")
+            await abort(context, grpc.StatusCode.ALREADY_EXISTS,
+                        f"{exc}; an enrolment never replaces a device (make a new key to "
+                        "re-enrol)", None)
         log.info("enrolled device %s (%s)", issued.device_id, safe_text(request.hostname[:255]))
         return pb.EnrollResponse(
             device_id=issued.device_id,

@@ -19,9 +19,24 @@ from dataclasses import dataclass, field
 from collector.store.base import DeviceRow, RuleVersion
 from proto import vigil_pb2 as pb
 
-__all__ = ["Connection", "Hub"]
+__all__ = ["REPLACED_RETRY_MS", "Connection", "Ending", "Hub"]
 
 log = logging.getLogger(__name__)
+
+
+#: Retry hint of a stream ended because a newer stream of the same device replaced it: long
+#: enough that two processes sharing one identity do not take turns every second.
+REPLACED_RETRY_MS = 30_000
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a stream ends (docs/wire.md "Status codes"): a gRPC status code name, details,
+    and the ``retry-after-ms`` trailer (None = "never")."""
+
+    code: str
+    details: str
+    retry_after_ms: int | None
 
 
 @dataclass(eq=False)
@@ -33,9 +48,7 @@ class Connection:
     rules_version: int = -1          # from the latest heartbeat; -1 = none yet
     sent_rules_version: int = 0      # last bundle pushed on this stream
     configured_for: str | None = None  # os_user the last AgentConfig was computed for
-    error: str = ""                  # set when the agent sent something unparseable
-    unavailable: str = ""            # set when the stream must end with UNAVAILABLE
-    retry_after_ms: int = 0
+    ending: Ending | None = None     # set when the stream must end with a non-OK status
 
     def send(self, msg: pb.CollectorMessage) -> None:
         self.out.put_nowait(msg)
@@ -43,12 +56,17 @@ class Connection:
     def close(self) -> None:
         self.out.put_nowait(None)
 
+    def end(self, code: str, details: str, retry_after_ms: int | None) -> None:
+        """End the stream with ``code`` (the first reason given wins)."""
+        if self.ending is None:
+            self.ending = Ending(code, details, retry_after_ms)
+            self.close()
+
     def end_unavailable(self, reason: str, retry_after_ms: int) -> None:
         """End the stream with UNAVAILABLE + retry-after-ms: the agent pauses, reconnects and
         resends everything it had in flight."""
-        if not self.unavailable:
-            self.unavailable, self.retry_after_ms = reason, retry_after_ms
-            self.close()
+        self.end("UNAVAILABLE", f"{reason}: nothing unacknowledged was stored; retry after "
+                 f"{retry_after_ms} ms", retry_after_ms)
 
 
 class Hub:
@@ -60,8 +78,10 @@ class Hub:
 
     def register(self, conn: Connection) -> None:
         old = self.connections.get(conn.device.id)
-        if old is not None:
-            old.close()  # the same device reconnected: the newer stream wins
+        if old is not None:  # the same device reconnected: the newer stream wins
+            old.end("ABORTED", "replaced by a newer stream of the same device; if this "
+                    "agent did not reconnect, another process is using its identity",
+                    REPLACED_RETRY_MS)
         self.connections[conn.device.id] = conn
 
     def unregister(self, conn: Connection) -> None:
@@ -91,7 +111,8 @@ class Hub:
         for device_id in device_ids:
             conn = self.connections.get(device_id)
             if conn is not None:
-                conn.close()
+                conn.end("PERMISSION_DENIED", f"device {device_id} has been revoked; "
+                         "re-enrol it with a new key and token", None)
                 n += 1
         return n
 

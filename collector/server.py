@@ -24,14 +24,17 @@ from collector.config import Config
 from collector.enrol import EnrollmentService, TokenBucket
 from collector.fanout import Hub
 from collector.rules_admin import public_key_path
+from collector.store.base import RuleVersion
 from collector.store.ingest import Writer
 from collector.store.sqlite import SqliteStore, open_store
 from collector.stream import AgentSettings, CollectorService, lenient
 from collector.tls import Pki
 from collector.triage import TriagePolicy
-from collector.validate import Limits
+from collector.validate import Limits, RuleCatalogue
 from proto import vigil_pb2 as pb
-from proto.identity import KEEPALIVE_OPTIONS
+from proto.identity import KEEPALIVE_OPTIONS, SERVER_MIN_PING_INTERVAL_MS
+from rules import DEFAULT_LIBRARY, load_library
+from rules.ruleset import rule_to_dict
 
 __all__ = ["CollectorServer", "ServerError"]
 
@@ -65,7 +68,7 @@ def _split(addr: str) -> tuple[str, int]:
 
 def _grpc_options() -> list[tuple[str, Any]]:
     return [*KEEPALIVE_OPTIONS, ("grpc.so_reuseport", 0),
-            ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+            ("grpc.http2.min_ping_interval_without_data_ms", SERVER_MIN_PING_INTERVAL_MS)]
 
 
 class CollectorServer:
@@ -101,6 +104,10 @@ class CollectorServer:
                              on_items=self.alerter.on_items, clock=self.clock)
         self.hub = Hub()
         self.hub.active = await self.run(self.store.active_rule_version)
+        self.catalogue = RuleCatalogue()
+        # rules version 0: the library an agent ships with, used until its first bundle
+        self.catalogue.add_rules(rule_to_dict(r) for r in load_library(DEFAULT_LIBRARY).rules)
+        await self._learn_versions()
         key, cert, ca = (pki.server_key.read_bytes(), pki.server_cert.read_bytes(),
                          pki.ca_cert.read_bytes())
 
@@ -114,7 +121,9 @@ class CollectorServer:
             max_connections=cfg.server.max_connections, retry_after_ms=i.backoff_ms,
             artefacts=ArtefactStore(cfg.data_dir),
             fetch_limit=FetchLimit(cfg.server.model_fetch_concurrency),
-            fetch_retry_after_ms=cfg.server.model_fetch_retry_after_ms)
+            fetch_retry_after_ms=cfg.server.model_fetch_retry_after_ms,
+            catalogue=self.catalogue, check_rules=i.check_rules,
+            rules_retry_ms=max(1000, int(cfg.server.rules_poll_seconds * 2000)))
         stream_srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "vigil.v1.Collector", {
                 "Connect": grpc.stream_stream_rpc_method_handler(
@@ -159,7 +168,7 @@ class CollectorServer:
         self._tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
         self._tasks.append(asyncio.create_task(self.hub.watch(
             lambda: self.run(self.store.active_rule_version_number),
-            lambda: self.run(self.store.active_rule_version), cfg.server.rules_poll_seconds,
+            self._active_version, cfg.server.rules_poll_seconds,
             lambda since: self.run(self.store.revoked_since, since), self.clock),
             name="fanout"))
         self._tasks.append(asyncio.create_task(self.alerter.run_escalations(), name="alerts"))
@@ -169,6 +178,24 @@ class CollectorServer:
         if self.want_console:
             await self._start_console(pki)
         return dict(self.listeners)
+
+    async def _learn_versions(self) -> None:
+        """Add every published version not yet in the catalogue (bundles are immutable)."""
+        for rv in await self.run(self.store.list_rule_versions):
+            if rv.version not in self.catalogue.versions:
+                full = await self.run(self.store.get_rule_version, rv.version)
+                if full is not None:
+                    try:
+                        self.catalogue.add_bundle(full.version, full.bundle)
+                    except (ValueError, KeyError, TypeError) as exc:
+                        log.error("rules version %d in the store is unreadable (%s); "
+                                  "captures made with it will be refused", rv.version, exc)
+
+    async def _active_version(self) -> RuleVersion | None:
+        """For the fan-out poll: a new active version is learnt before it is pushed."""
+        await self._learn_versions()
+        rv: RuleVersion | None = await self.run(self.store.active_rule_version)
+        return rv
 
     def public_url(self) -> str:
         if self.cfg.server.public_url:
@@ -216,7 +243,7 @@ class CollectorServer:
         """Stop accepting, let the writer drain (acks for what it commits), then close."""
         await self.health.enter_graceful_shutdown() if hasattr(self, "health") else None
         for conn in list(getattr(self, "hub", Hub()).connections.values()):
-            conn.close()
+            conn.end_unavailable("collector shutting down", self.cfg.ingest.backoff_ms)
         if self._uvicorn is not None:
             self._uvicorn.should_exit = True
         writer_task = next((t for t in self._tasks if t.get_name() == "writer"), None)

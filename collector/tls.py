@@ -69,6 +69,8 @@ class Pki:
         pub = csr.public_key()
         if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
             raise CsrError("device key must be ECDSA P-256 (secp256r1)")
+        # The certificate carries the key uncompressed whatever the CSR used; the id is over
+        # that canonical form, which is what device_id_from_spki computes for either form.
         device_id = device_id_from_spki(spki_der(pub))
         ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
         ca_key = _load_key(self.ca_key)

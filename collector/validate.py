@@ -1,8 +1,11 @@
 """Boundary validation: a wire ``Capture`` becomes a :class:`NewCapture` or a rejection.
 
 Text fields are bounded; an over-long field is cut and ends with :data:`TRUNCATED`, so the
-DSL can see that something was removed. Rejections are permanent (the agent drops and counts
-them as ``rejected:<reason>``).
+DSL can see that something was removed. A capture must also agree with the rules: its rule id,
+category, source and severity are checked against :class:`RuleCatalogue` (every rule of every
+bundle this collector has published, plus the built-in library agents run before their first
+bundle). Rejections are permanent unless :func:`retry_after` says otherwise (the agent drops
+and counts them as ``rejected:<reason>``). docs/wire.md is the normative list.
 """
 
 from __future__ import annotations
@@ -10,13 +13,18 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from collector.store.base import DeviceRow, NewCapture
 from collector.triage import ILLEGAL_CATEGORIES
 from proto import vigil_pb2 as pb
+from rules import CATEGORIES, SOURCES
+from rules.scorer import MODEL_RULE_PREFIX
 
-__all__ = ["TRUNCATED", "Limits", "bound", "safe_text", "to_new_capture"]
+__all__ = ["MAX_FUTURE_MS", "TRUNCATED", "Limits", "RuleCatalogue", "bound", "safe_text",
+           "to_new_capture"]
 
 TRUNCATED = "…[truncated]"
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -24,6 +32,79 @@ _SLUG = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _SOURCES = {pb.SOURCE_KEYS: "keys", pb.SOURCE_WINDOW: "window", pb.SOURCE_MEDIA: "media"}
 _KINDS = {pb.MATCH_KIND_EXACT: "exact", pb.MATCH_KIND_NORMALISED: "normalised"}
 _REASONS, _REASON_CHARS = 16, 200  # docs/wire.md: the first 16 reasons, each cut to 200
+#: A capture dated more than this after the collector's clock is refused (``future_time``):
+#: a day covers any real clock drift or time zone mistake.
+MAX_FUTURE_MS = 24 * 3600 * 1000
+
+
+@dataclass
+class _Known:
+    """What the published versions of one rule id allow (a union over versions)."""
+
+    categories: set[str] = field(default_factory=set)
+    sources: set[str] = field(default_factory=set)
+    severities: set[int] = field(default_factory=set)
+    scoring: bool = False  # weights or combos in some version: severity may be lower
+
+
+class RuleCatalogue:
+    """Every rule id a trustworthy agent can report, with what each allows.
+
+    Agents run the bundle they last verified, which may be older or newer than the active
+    one, so a capture is checked against the union of every version this collector has
+    published (``add_bundle``) and the built-in library (``add_rules``, rules version 0).
+    ``model.<category>`` ids (the learned scorer) are always known: any source, any severity.
+    """
+
+    def __init__(self) -> None:
+        self._rules: dict[str, _Known] = {}
+        self.versions: set[int] = set()
+
+    @property
+    def newest(self) -> int:
+        return max(self.versions, default=0)
+
+    def add_rules(self, rules: Iterable[Mapping[str, Any]]) -> None:
+        for r in rules:
+            k = self._rules.setdefault(str(r["id"]), _Known())
+            k.categories.add(str(r["category"]))
+            k.sources.update(str(x) for x in r.get("sources", SOURCES))
+            k.severities.add(int(r["severity"]))
+            k.scoring = k.scoring or bool(r.get("weights") or r.get("combos"))
+
+    def add_bundle(self, version: int, bundle: bytes) -> None:
+        """Learn a published bundle (from this collector's own store: no signature check)."""
+        payload = json.loads(json.loads(bundle.decode("utf-8"))["payload"])
+        self.add_rules(payload["rules"])
+        self.versions.add(version)
+
+    def check(self, c: pb.Capture, source: str) -> str | None:
+        """A rejection reason, or None when the capture agrees with some published rule."""
+        if c.category not in CATEGORIES:
+            return "unknown_category"
+        if c.rule_id.startswith(MODEL_RULE_PREFIX):
+            suffix = c.rule_id[len(MODEL_RULE_PREFIX):]
+            if suffix not in CATEGORIES:
+                return "unknown_rule"
+            return None if suffix == c.category else "category_mismatch"
+        k = self._rules.get(c.rule_id)
+        if k is None:
+            return "unknown_rule"
+        if c.category not in k.categories:
+            return "category_mismatch"
+        if source not in k.sources:
+            return "source_mismatch"
+        if c.severity not in k.severities and not (k.scoring and c.severity <= max(k.severities)):
+            return "severity_mismatch"
+        return None
+
+    def retry_after(self, reason: str, c: pb.Capture, retry_ms: int) -> int:
+        """0 (permanent) or how long to wait before resending: only an unknown rule from a
+        bundle version newer than any this collector knows may become valid (another
+        collector process published it and this one has not polled yet)."""
+        if reason == "unknown_rule" and c.rules_version > self.newest:
+            return retry_ms
+        return 0
 
 
 @dataclass(frozen=True)
@@ -52,9 +133,11 @@ def bound(text: str, limit: int) -> str:
 
 
 def to_new_capture(
-    c: pb.Capture, device: DeviceRow, received_at: int, limits: Limits
+    c: pb.Capture, device: DeviceRow, received_at: int, limits: Limits,
+    catalogue: RuleCatalogue | None = None,
 ) -> NewCapture | str:
-    """Return the capture ready to store, or a short rejection reason."""
+    """Return the capture ready to store, or a short rejection reason. Without a
+    ``catalogue`` (``ingest.rule_check = "off"``) rule ids are only checked for form."""
     if not _ID.match(c.id):
         return "bad_id"
     if not 1 <= c.severity <= 5:
@@ -68,6 +151,12 @@ def to_new_capture(
         return "bad_category"
     if c.time_unix_ms <= 0:
         return "bad_time"
+    if c.time_unix_ms > received_at + MAX_FUTURE_MS:
+        return "future_time"
+    if catalogue is not None:
+        refused = catalogue.check(c, source)
+        if refused is not None:
+            return refused
     screenshot: bytes | None = bytes(c.screenshot_png) or None
     if screenshot is not None and (
         c.category in ILLEGAL_CATEGORIES or len(screenshot) > limits.max_screenshot_bytes

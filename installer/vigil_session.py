@@ -1,21 +1,31 @@
-"""Start the Vigil agent in a user's desktop session (all three installers use this file).
+"""Enrol the device, and start the Vigil agent in each desktop session (all three installers).
 
-The installers run it at logon, once per user session, with the virtualenv's Python:
+Two jobs, both run with the virtualenv's Python:
+
+``vigil_session.py --enrol-device`` (root/SYSTEM: at install time, then by a retry timer until
+it succeeds) enrols the *device* once: ``vigil-agent enroll --machine`` with the server, token
+and CA from the ``[enroll]`` table of the root-only ``enrol.toml``, into the machine-wide device
+folder (``agent.paths.machine_device_dir``). It does nothing once the device is enrolled.
+
+``vigil_session.py`` (at each logon, as the user):
 
 * Linux: the XDG autostart entry and the systemd ``--user`` unit (whichever the desktop uses);
 * macOS: the LaunchAgent;
 * Windows: the logon scheduled task (with ``pythonw.exe``, so no console window appears).
 
-What it does, in order:
+1. takes a per-session lock, so a second copy (for example autostart *and* systemd) exits;
+2. runs ``vigil-agent run --config agent.toml`` with the device identity and this user's data
+   dir under the machine folder (``sessions/<user>``, outside the profile: deleting a Shared-PC
+   profile loses no spool), and restarts it (with back-off) if it fails. A session never
+   enrols and never spends a token. While the device is not enrolled yet the agent runs
+   anyway and keeps captures in its spool; once ``device.json`` appears the agent is
+   restarted so it connects.
 
-1. takes a per-user lock, so a second copy (for example autostart *and* systemd) exits quietly;
-2. if this user's agent is not enrolled yet, runs ``vigil-agent enroll`` with the server,
-   token and CA from the ``[enroll]`` table of the machine-wide ``agent.toml``, retrying with
-   back-off while the collector cannot be reached (a laptop may log on offline);
-3. runs ``vigil-agent run --config agent.toml`` and restarts it (with back-off) if it fails.
+Without a machine-wide device folder (an install older than per-device enrolment, or a
+developer's machine) it falls back to the per-user behaviour: enrol this user's agent from
+``[enroll]`` in ``agent.toml`` at first logon, retrying with back-off, then run it.
 
-It is deliberately plain: no dependency beyond the standard library and platformdirs (a core
-dependency of vigil), so it runs on every OS the agent runs on.
+It stays plain: the standard library, platformdirs and ``agent.paths`` (same virtualenv).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["EnrollSettings", "SessionError", "main"]
+__all__ = ["EnrollSettings", "SessionError", "enrol_device", "main", "run_session"]
 
 log = logging.getLogger("vigil-session")
 
@@ -130,6 +140,7 @@ class _Supervisor:
     def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
         self.child: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.restarted = False  # the last call ended because restart_when() became true
         self._sleep = sleep
 
     def stop(self, *_: Any) -> None:
@@ -137,11 +148,21 @@ class _Supervisor:
         if self.child is not None and self.child.poll() is None:
             self.child.terminate()
 
-    def call(self, cmd: list[str]) -> int:
+    def call(self, cmd: list[str], env: dict[str, str] | None = None,
+             restart_when: Callable[[], bool] | None = None, every: float = 30.0) -> int:
+        """Run *cmd*; if *restart_when* turns true while it runs, stop it (``restarted``)."""
         flags = getattr(subprocess, "CREATE_NO_WINDOW", 0)
-        self.child = subprocess.Popen(cmd, creationflags=flags)
+        self.restarted = False
+        self.child = subprocess.Popen(cmd, creationflags=flags, env=env)
         try:
-            return self.child.wait()
+            while True:
+                try:
+                    return self.child.wait(timeout=every if restart_when else None)
+                except subprocess.TimeoutExpired:
+                    if restart_when is not None and restart_when() and not self.stopping:
+                        self.restarted = True
+                        self.child.terminate()
+                        return self.child.wait()
         finally:
             self.child = None
 
@@ -156,26 +177,33 @@ def _backoff(attempt: int, cap: float) -> float:
 
 
 def run_session(config: Path, bindir: Path, data_dir: Path, sup: _Supervisor,
-                max_attempts: int | None = None) -> int:
-    settings = EnrollSettings.from_file(config)
+                max_attempts: int | None = None, device_dir: Path | None = None,
+                recheck: float = 30.0) -> int:
+    """Run this session's agent. With *device_dir* (machine-wide install) the session uses
+    the device identity and never enrols; without it, it enrols this user first."""
+    from agent.paths import DEVICE_DIR_ENV
+
     agent = _agent_command(bindir)
-    attempt = 0
-    while not (data_dir / "device.json").exists() and not sup.stopping:
-        log.info("enrolling this user's agent with %s", settings.server)
-        rc = sup.call([*agent, "enroll", "--server", settings.server, "--token", settings.token,
-                       "--ca", str(settings.ca), "--data-dir", str(data_dir)])
-        if rc == 0:
-            break
-        attempt += 1
-        if max_attempts is not None and attempt >= max_attempts:
-            return rc
-        wait = _backoff(attempt, 300)
-        log.warning("enrolment failed (exit %s); retrying in %.0f s", rc, wait)
-        sup.pause(wait)
+    env: dict[str, str] | None = None
+    if device_dir is None:
+        _enrol_user(EnrollSettings.from_file(config), agent, data_dir, sup, max_attempts)
+    else:
+        env = {**os.environ, DEVICE_DIR_ENV: str(device_dir)}
+    enrolled = (device_dir or data_dir) / "device.json"
     attempt = 0
     while not sup.stopping:
+        waiting = not enrolled.exists()
+        if waiting:
+            log.warning("this device is not enrolled yet: the agent keeps captures in its "
+                        "spool and connects once it is (enrolment retries as %s)",
+                        "root/SYSTEM" if device_dir else "this user")
         started = time.monotonic()
-        rc = sup.call([*agent, "run", "--config", str(config), "--data-dir", str(data_dir)])
+        rc = sup.call([*agent, "run", "--config", str(config), "--data-dir", str(data_dir)],
+                      env=env, restart_when=enrolled.exists if waiting else None,
+                      every=recheck)
+        if sup.restarted:
+            log.info("the device is enrolled now: restarting the agent so it connects")
+            continue
         if rc == 0 or sup.stopping:
             log.info("agent stopped (exit %s)", rc)
             return 0
@@ -188,45 +216,141 @@ def run_session(config: Path, bindir: Path, data_dir: Path, sup: _Supervisor,
     return 0
 
 
-def _setup_logging(data_dir: Path) -> None:
+def _enrol_user(settings: EnrollSettings, agent: list[str], data_dir: Path, sup: _Supervisor,
+                max_attempts: int | None) -> None:
+    """The per-user fallback: enrol this user's own agent, retrying with back-off."""
+    attempt = 0
+    while not (data_dir / "device.json").exists() and not sup.stopping:
+        log.info("enrolling this user's agent with %s", settings.server)
+        rc = sup.call([*agent, "enroll", "--server", settings.server, "--token", settings.token,
+                       "--ca", str(settings.ca), "--data-dir", str(data_dir)])
+        if rc == 0:
+            return
+        attempt += 1
+        if max_attempts is not None and attempt >= max_attempts:
+            return
+        wait = _backoff(attempt, 300)
+        log.warning("enrolment failed (exit %s); retrying in %.0f s", rc, wait)
+        sup.pause(wait)
+
+
+def enrol_device(settings: EnrollSettings, bindir: Path, device_dir: Path, sup: _Supervisor,
+                 attempts: int = 1) -> int:
+    """Enrol the device once (root/SYSTEM). 0 when enrolled (now or before)."""
+    if (device_dir / "device.json").exists():
+        log.info("the device is already enrolled (%s)", device_dir)
+        return 0
+    agent = _agent_command(bindir)
+    rc = 1
+    for attempt in range(attempts):
+        log.info("enrolling this device with %s", settings.server)
+        rc = sup.call([*agent, "enroll", "--machine", "--data-dir", str(device_dir),
+                       "--server", settings.server, "--token", settings.token,
+                       "--ca", str(settings.ca)])
+        if rc == 0 or sup.stopping:
+            return rc
+        if attempt + 1 < attempts:
+            wait = _backoff(attempt + 1, 300)
+            log.warning("enrolment failed (exit %s); retrying in %.0f s", rc, wait)
+            sup.pause(wait)
+    log.warning("enrolment failed (exit %s); the retry timer will try again", rc)
+    return rc
+
+
+def _session_dir(sessions: Path) -> Path | None:
+    """This user's data dir under the machine-wide *sessions* folder, made private to them;
+    None if it cannot be (then the profile's data dir is used, with a warning)."""
+    from agent.paths import session_folder_name, session_user
+
+    path = sessions / session_folder_name(session_user())
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        if hasattr(os, "getuid") and path.stat().st_uid != os.getuid():
+            log.error("%s belongs to another account: using the profile's data dir", path)
+            return None
+        if os.name == "posix":
+            os.chmod(path, 0o700)
+    except OSError as exc:
+        log.error("cannot use %s (%s): using the profile's data dir", path, exc)
+        return None
+    return path
+
+
+def _setup_logging(data_dir: Path | None) -> None:
     handlers: list[logging.Handler] = []
     if sys.stderr is not None:  # pythonw on Windows has no stderr
         handlers.append(logging.StreamHandler())
     with contextlib.suppress(OSError):
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handlers.append(logging.FileHandler(data_dir / "session.log", encoding="utf-8"))
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            handlers.append(logging.FileHandler(data_dir / "session.log", encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, handlers=handlers,
                         format="%(asctime)s vigil-session: %(message)s")
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agent.paths import machine_device_dir, machine_root
+
     parser = argparse.ArgumentParser(
         prog="vigil-session",
-        description="Enrol (first time) and run the Vigil agent in this desktop session.")
+        description="Run the Vigil agent in this desktop session (or, with --enrol-device, "
+                    "enrol this device once, as root/SYSTEM).")
     parser.add_argument("--config", type=Path, default=_DEFAULT_CONFIG,
                         help=f"machine-wide agent.toml (default: {_DEFAULT_CONFIG})")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="this user's agent data dir (default: the agent's own default)")
+                        help="this session's agent data dir (default: sessions/<user> in the "
+                             "machine folder, or the user's own data dir)")
     parser.add_argument("--bindir", type=Path, default=Path(sys.executable).parent,
                         help="the virtualenv's bin (Scripts) dir holding vigil-agent")
+    parser.add_argument("--device-dir", type=Path, default=None,
+                        help=f"the device identity folder (default: {machine_device_dir()} "
+                             "when the installer made it; otherwise each user enrols)")
+    parser.add_argument("--sessions-dir", type=Path, default=None,
+                        help=f"where session data dirs live (default: "
+                             f"{machine_root() / 'sessions'})")
+    parser.add_argument("--enrol-device", action="store_true",
+                        help="enrol this device (root/SYSTEM) if it is not enrolled, and exit")
+    parser.add_argument("--enrol-config", type=Path, default=None,
+                        help="file with the [enroll] table (default: enrol.toml beside "
+                             "--config if present, else --config)")
+    parser.add_argument("--attempts", type=int, default=1,
+                        help="--enrol-device: tries before giving up (default 1)")
+    parser.add_argument("--recheck-seconds", type=float, default=30.0,
+                        help="how often an unenrolled session checks for enrolment")
     args = parser.parse_args(argv)
-    data_dir: Path = args.data_dir or _data_dir()
-    _setup_logging(data_dir)
+    device_dir: Path | None = args.device_dir
+    if device_dir is None and machine_device_dir().is_dir():
+        device_dir = machine_device_dir()
+    enrol_config: Path = args.enrol_config or (
+        args.config.parent / "enrol.toml" if (args.config.parent / "enrol.toml").exists()
+        else args.config)
     sup = _Supervisor()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, sup.stop)
-    with _single_instance(data_dir / "session.lock") as owner:
-        if not owner:
-            log.info("another vigil-session already runs for this user; nothing to do")
-            return 0
-        log.info("started (pid %s, config %s)", os.getpid(), args.config)
-        try:
-            return run_session(args.config, args.bindir, data_dir, sup)
-        except SessionError as exc:
-            log.error("%s", exc)
-            if sys.stderr is not None:
-                print(f"vigil-session: {exc}", file=sys.stderr)
-            return 2
+    try:
+        if args.enrol_device:
+            target = device_dir or machine_device_dir()
+            _setup_logging(None)
+            return enrol_device(EnrollSettings.from_file(enrol_config), args.bindir, target,
+                                sup, max(1, args.attempts))
+        data_dir: Path | None = args.data_dir
+        if data_dir is None and device_dir is not None:
+            data_dir = _session_dir(args.sessions_dir or machine_root() / "sessions")
+        data_dir = data_dir or _data_dir()
+        _setup_logging(data_dir)
+        with _single_instance(data_dir / "session.lock") as owner:
+            if not owner:
+                log.info("another vigil-session already runs for this user; nothing to do")
+                return 0
+            log.info("started (pid %s, config %s, data %s, device %s)", os.getpid(),
+                     args.config, data_dir, device_dir or "per user")
+            return run_session(args.config, args.bindir, data_dir, sup, device_dir=device_dir,
+                               recheck=args.recheck_seconds)
+    except SessionError as exc:
+        log.error("%s", exc)
+        if sys.stderr is not None:
+            print(f"vigil-session: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def _check(args: argparse.Namespace) -> int:
 def _scan(args: argparse.Namespace) -> int:
     ruleset = load_library(args.rules)
     matcher = ruleset.matcher(args.source, args.group)
-    scorer = None if args.model == "none" else load_scorer(Path(args.model))
+    scorer = (None if args.model == "none" else
+              load_scorer(DEFAULT_MODEL if args.model == "shipped" else Path(args.model)))
     # Bytes that are not UTF-8 are replaced rather than crashing a long scan.
     stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="")
     if isinstance(sys.stdout, io.TextIOWrapper):
@@ -141,9 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--group", choices=GROUPS, help="only rules for this group (default: all)")
     s.add_argument("--source", choices=SOURCES, default="keys",
                    help="match as this source (default: keys)")
-    s.add_argument("--model", default=str(DEFAULT_MODEL), metavar="DIR",
-                   help="learned scorer artefact folder, or 'none' for rules only "
-                   "(default: the shipped scorer)")
+    s.add_argument("--model", default="none", metavar="DIR",
+                   help="also run the learned scorer: 'shipped' or an artefact folder "
+                   "(default: none, the rule layers only; `vigil-rules eval` runs all three)")
     s.set_defaults(func=_scan)
     k = sub.add_parser("compile", help="compile and sign a library into a bundle",
                        description="Validate DIR and write a signed, versioned bundle.")

@@ -53,7 +53,8 @@ class StreamMatcher:
         self._ix, self._allowed, self._ctx = index, allowed, context_chars
         self._aut = index.automaton
         self._down, self._more = self._aut.down, self._aut.more
-        self._fail, self._out = self._aut.fail, self._aut.out
+        self._root = {c: self._aut.step(0, c) for c in self._aut.children(0)}  # root's edges
+        self._fail, self._out, self._final = self._aut.fail, self._aut.out, self._aut.final
         self._norm = Normaliser()
         self._ac = self._aut.start
         self._raw: list[str] = []
@@ -105,18 +106,21 @@ class StreamMatcher:
         else:
             return self._feed_slow(ch)
         src.append(n)
-        if self._down[ac] == f:  # the first child of state s is s + 1
+        if not ac:  # the root (where most words that start no phrase leave the automaton)
+            nxt = self._root.get(f, 0)
+        elif self._down[ac] == f:  # the first child of state s is s + 1
             nxt = ac + 1
-        else:
+        else:  # a further child, else on from the failure link
             row = self._more.get(ac)
             nxt = -1 if row is None else row.get(f, -1)
-            if nxt < 0:  # no edge: go on from the failure link (the root stays put)
-                nxt = self._aut.step(self._fail[ac], f) if ac else 0
+            if nxt < 0:
+                back = self._fail[ac]
+                nxt = self._aut.step(back, f) if back else self._root.get(f, 0)
         self._ac = nxt
-        found = self._out.get(nxt)
-        if found is None and not self._pending and not self._carry:
+        if not self._final[nxt] and not self._pending and not self._carry:
             return []
         hits, self._carry = self._carry, []
+        found = self._out.get(nxt)
         if found is not None:
             self._found(found, len(src) - 1, hits)
         if self._pending:

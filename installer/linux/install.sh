@@ -8,11 +8,15 @@
 #   /opt/vigil/venv                          a virtualenv with vigil[agent]
 #   /opt/vigil/bin/vigil-session             starts the agent in a desktop session
 #   /opt/vigil/lib/vigil_session.py          (enrols at first logon, then runs the agent)
-#   /etc/vigil/agent.toml, /etc/vigil/ca.crt the collector address, enrolment token and CA
+#   /etc/vigil/agent.toml, /etc/vigil/ca.crt the collector address and CA (world-readable)
+#   /etc/vigil/enrol.toml                    the enrolment token (root only)
+#   /var/lib/vigil/device                    the device identity, enrolled ONCE, at install
+#   /var/lib/vigil/sessions/<user>           each user's spool and state (outside $HOME)
 #   /etc/xdg/autostart/vigil-agent.desktop   XDG autostart (desktops without systemd --user)
 #   /etc/systemd/user/vigil-agent.service    systemd --user unit, enabled for every user
 #                                            through graphical-session.target
-# Each user's agent enrols itself at their first logon and keeps its key in their own data dir.
+#   /etc/systemd/system/vigil-enrol.{service,timer}  retries enrolment until it succeeds
+# Sessions never enrol: a new user on the laptop spends no token.
 set -euo pipefail
 
 usage() {
@@ -33,10 +37,13 @@ options:
   --source SPEC          pip requirement to install instead (default: vigil)
   --python PY            Python 3.11+ to build the virtualenv with (default: python3)
   --root DIR             install everything under DIR (for packaging and tests)
+  --no-enrol             do not enrol now (the vigil-enrol timer will)
   --prefix DIR           default /opt/vigil
   --sysconfdir DIR       default /etc/vigil
+  --statedir DIR         default /var/lib/vigil (device identity, per-user sessions)
   --autostart-dir DIR    default /etc/xdg/autostart
   --unit-dir DIR         default /etc/systemd/user
+  --system-unit-dir DIR  default /etc/systemd/system
   -h, --help             show this help
 EOF
 }
@@ -45,7 +52,8 @@ die() { echo "install.sh: $*" >&2; exit 2; }
 
 collector="" enroll="" token="" ca="" wheel="" source_spec="vigil" python="python3" root=""
 prefix="/opt/vigil" sysconfdir="/etc/vigil" autostart_dir="/etc/xdg/autostart"
-unit_dir="/etc/systemd/user"
+unit_dir="/etc/systemd/user" statedir="/var/lib/vigil" system_unit_dir="/etc/systemd/system"
+enrol_now=1
 
 while (($#)); do
   case "$1" in
@@ -61,6 +69,9 @@ while (($#)); do
     --root) root="${2:?--root needs a directory}"; shift 2 ;;
     --prefix) prefix="${2:?}"; shift 2 ;;
     --sysconfdir) sysconfdir="${2:?}"; shift 2 ;;
+    --statedir) statedir="${2:?}"; shift 2 ;;
+    --system-unit-dir) system_unit_dir="${2:?}"; shift 2 ;;
+    --no-enrol) enrol_now=0; shift ;;
     --autostart-dir) autostart_dir="${2:?}"; shift 2 ;;
     --unit-dir) unit_dir="${2:?}"; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -84,8 +95,9 @@ fi
 if [ -n "$root" ]; then
   mkdir -p "$root"
   root="$(cd "$root" && pwd)"
-  prefix="$root$prefix" sysconfdir="$root$sysconfdir"
+  prefix="$root$prefix" sysconfdir="$root$sysconfdir" statedir="$root$statedir"
   autostart_dir="$root$autostart_dir" unit_dir="$root$unit_dir"
+  system_unit_dir="$root$system_unit_dir"
 elif [ "$(id -u)" -ne 0 ]; then
   die "run as root (sudo), or pass --root DIR to install under DIR"
 fi
@@ -119,8 +131,10 @@ fi
 install -m 0644 "$session_py" "$prefix/lib/vigil_session.py"
 cat >"$prefix/bin/vigil-session" <<EOF
 #!/bin/sh
-# Starts the Vigil agent in this desktop session (see $prefix/lib/vigil_session.py).
-exec "$prefix/venv/bin/python" "$prefix/lib/vigil_session.py" --config "$sysconfdir/agent.toml" "\$@"
+# Starts the Vigil agent in this desktop session, or (--enrol-device, as root) enrols the
+# device once. See $prefix/lib/vigil_session.py.
+exec "$prefix/venv/bin/python" "$prefix/lib/vigil_session.py" --config "$sysconfdir/agent.toml" \\
+  --device-dir "$statedir/device" --sessions-dir "$statedir/sessions" "\$@"
 EOF
 chmod 0755 "$prefix/bin/vigil-session"
 ln -sf "$prefix/venv/bin/vigil-agent" "$prefix/bin/vigil-agent"
@@ -129,22 +143,33 @@ ln -sf "$prefix/venv/bin/vigil-agent" "$prefix/bin/vigil-agent"
 echo "==> config in $sysconfdir"
 mkdir -p "$sysconfdir"
 install -m 0644 "$ca" "$sysconfdir/ca.crt"
-# Readable by every user: each user's agent reads it to enrol at first logon. The token only
-# lets a new device join this site/group; limit it with --uses/--expires on the collector.
+# agent.toml: read by every session's agent. enrol.toml: the token, for root only (the device
+# enrols once; sessions never do).
 tmp="$(mktemp "$sysconfdir/.agent.toml.XXXXXX")"
 cat >"$tmp" <<EOF
 # Vigil agent, written by installer/linux/install.sh on $(date -u +%Y-%m-%dT%H:%MZ).
 # Every key is documented in docs/configuration.md.
 [agent]
 collector = "$collector"
-
+EOF
+chmod 0644 "$tmp"
+mv -f "$tmp" "$sysconfdir/agent.toml"
+tmp="$(mktemp "$sysconfdir/.enrol.toml.XXXXXX")"
+chmod 0600 "$tmp"
+cat >"$tmp" <<EOF
+# Vigil device enrolment (root only), written by installer/linux/install.sh.
 [enroll]
 server = "$enroll"
 token = "$token"
 ca = "$sysconfdir/ca.crt"
 EOF
-chmod 0644 "$tmp"
-mv -f "$tmp" "$sysconfdir/agent.toml"
+mv -f "$tmp" "$sysconfdir/enrol.toml"
+
+echo "==> machine-wide state in $statedir"
+# device/: written by root, read by every session's agent. sessions/: each user creates their
+# own 0700 folder; 1733 (like a mail spool) lets them create it but not list the others.
+install -d -m 0755 "$statedir" "$statedir/device"
+install -d -m 1733 "$statedir/sessions"
 
 echo "==> XDG autostart entry and systemd --user unit"
 mkdir -p "$autostart_dir" "$unit_dir/graphical-session.target.wants"
@@ -180,6 +205,48 @@ EOF
 chmod 0644 "$unit_dir/vigil-agent.service"
 # What `systemctl --global enable vigil-agent.service` does, without needing a running systemd.
 ln -sfn ../vigil-agent.service "$unit_dir/graphical-session.target.wants/vigil-agent.service"
+
+echo "==> vigil-enrol timer (enrols the device until it is enrolled)"
+mkdir -p "$system_unit_dir/timers.target.wants"
+cat >"$system_unit_dir/vigil-enrol.service" <<EOF
+[Unit]
+Description=Enrol this device with the Vigil collector (once)
+Documentation=file://$prefix/share/doc/vigil/README.md
+ConditionPathExists=!$statedir/device/device.json
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=$prefix/bin/vigil-session --enrol-device
+EOF
+cat >"$system_unit_dir/vigil-enrol.timer" <<EOF
+[Unit]
+Description=Retry Vigil device enrolment until it succeeds
+
+[Timer]
+OnBootSec=1min
+OnUnitActiveSec=5min
+
+[Install]
+WantedBy=timers.target
+EOF
+chmod 0644 "$system_unit_dir/vigil-enrol.service" "$system_unit_dir/vigil-enrol.timer"
+ln -sfn ../vigil-enrol.timer "$system_unit_dir/timers.target.wants/vigil-enrol.timer"
+
+if [ "$enrol_now" -eq 1 ]; then
+  echo "==> enrolling this device"
+  if "$prefix/bin/vigil-session" --enrol-device; then
+    echo "enrolled: every user of this machine shares the device identity"
+  else
+    echo "install.sh: warning: enrolment failed (collector unreachable?); the vigil-enrol" \
+         "timer retries every 5 minutes, and agents keep captures in their spool until then" >&2
+  fi
+fi
+if [ -z "$root" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  systemctl daemon-reload || true
+  systemctl start vigil-enrol.timer || true
+fi
 
 echo "installed: the agent starts at each user's next graphical logon."
 echo "check a session with: $prefix/bin/vigil-agent install-check"

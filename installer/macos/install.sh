@@ -8,8 +8,12 @@
 #
 # Installs:
 #   /Library/Vigil/venv, /Library/Vigil/vigil_session.py
-#   /Library/Application Support/Vigil/agent.toml, ca.crt
-#   /Library/LaunchAgents/org.vigil.agent.plist   (one agent per user GUI session)
+#   /Library/Application Support/Vigil/agent.toml, ca.crt   (users: read)
+#   /Library/Application Support/Vigil/enrol.toml           (the token: root only)
+#   /Library/Application Support/Vigil/device/              (the identity, enrolled ONCE here)
+#   /Library/Application Support/Vigil/sessions/<user>/     (each user's spool, outside $HOME)
+#   /Library/LaunchAgents/org.vigil.agent.plist    (one agent per user GUI session)
+#   /Library/LaunchDaemons/org.vigil.enrol.plist   (retries enrolment until it succeeds)
 set -euo pipefail
 
 usage() {
@@ -20,11 +24,13 @@ usage: install.sh --collector HOST:PORT (--token TOKEN | --token-file FILE) --ca
   --wheel FILE         install this vigil wheel (default: vigil from the package index)
   --python PY          Python 3.11+ (default: python3 from python.org, /usr/local/bin/python3)
   --root DIR           write everything under DIR and skip plutil/launchctl (tests, packaging)
+  --no-enrol           do not enrol now (the org.vigil.enrol daemon will)
 USAGE
 }
 die() { echo "install.sh: $*" >&2; exit 2; }
 
 collector="" enroll="" token="" ca="" wheel="" python="/usr/local/bin/python3" root=""
+enrol_now=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --collector) collector="${2:?--collector needs HOST:PORT}"; shift 2 ;;
@@ -36,6 +42,7 @@ while [ $# -gt 0 ]; do
     --wheel) wheel="${2:?--wheel needs a file}"; shift 2 ;;
     --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
     --root) root="${2:?--root needs a directory}"; shift 2 ;;
+    --no-enrol) enrol_now=0; shift ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown option: $1" ;;
   esac
@@ -63,10 +70,12 @@ here="$(cd "$(dirname "$0")" && pwd)"
 app="$root/Library/Vigil"
 conf="$root/Library/Application Support/Vigil"
 agents="$root/Library/LaunchAgents"
+daemons="$root/Library/LaunchDaemons"
 plist="$agents/org.vigil.agent.plist"
+daemon="$daemons/org.vigil.enrol.plist"
 
 echo "==> virtualenv in $app/venv"
-mkdir -p "$app" "$conf" "$agents"
+mkdir -p "$app" "$conf" "$agents" "$daemons"
 [ -x "$app/venv/bin/python3" ] || "$python" -m venv "$app/venv"
 "$app/venv/bin/python3" -m pip install -q --upgrade pip >/dev/null
 if [ -n "$wheel" ]; then
@@ -82,19 +91,41 @@ cat >"$conf/agent.toml" <<TOML
 # Vigil agent, written by installer/macos/install.sh. Keys: docs/configuration.md.
 [agent]
 collector = "$collector"
-
+TOML
+chmod 0644 "$conf/agent.toml"
+# The token is for root only: the device enrols once; sessions never do.
+( umask 077 && cat >"$conf/enrol.toml" <<TOML
+# Vigil device enrolment (root only), written by installer/macos/install.sh.
 [enroll]
 server = "$enroll"
 token = "$token"
 ca = "/Library/Application Support/Vigil/ca.crt"
 TOML
-chmod 0644 "$conf/agent.toml"
+)
+chmod 0600 "$conf/enrol.toml"
+# device/: written by root, read by every session's agent. sessions/: each user creates their
+# own 0700 folder; 1733 lets them create it but not list the others'.
+install -d -m 0755 "$conf/device"
+install -d -m 1733 "$conf/sessions"
 
-echo "==> LaunchAgent $plist"
+echo "==> LaunchAgent $plist, LaunchDaemon $daemon"
 install -m 0644 "$here/org.vigil.agent.plist" "$plist"
+install -m 0644 "$here/org.vigil.enrol.plist" "$daemon"
+if [ "$enrol_now" -eq 1 ]; then
+  echo "==> enrolling this device (once, for every user)"
+  if "$app/venv/bin/python3" "$app/vigil_session.py" --enrol-device \
+       --config "$conf/agent.toml" --device-dir "$conf/device"; then
+    echo "enrolled: every user of this Mac shares the device identity"
+  else
+    echo "install.sh: warning: enrolment failed (collector unreachable?); org.vigil.enrol" \
+         "retries every 5 minutes, and agents keep captures in their spool until then" >&2
+  fi
+fi
 if [ -z "$root" ]; then
-  chown root:wheel "$plist"
+  chown root:wheel "$plist" "$daemon"
   plutil -lint "$plist" >/dev/null || die "plutil rejected $plist"
+  plutil -lint "$daemon" >/dev/null || die "plutil rejected $daemon"
+  launchctl bootstrap system "$daemon" 2>/dev/null || true
   # Start it now in the session of whoever is logged in at the console, if anyone.
   user="$(stat -f %Su /dev/console 2>/dev/null || true)"
   if [ -n "$user" ] && [ "$user" != "root" ] && [ "$user" != "loginwindow" ]; then

@@ -5,9 +5,11 @@
 .DESCRIPTION
     UNTESTED ON A REAL WINDOWS MACHINE (see installer/windows/README.md).
 
-    Stops and removes the \Vigil\Vigil Agent scheduled task, deletes %ProgramFiles%\Vigil and
-    (unless -KeepConfig) %ProgramData%\Vigil. Each user's agent data dir
-    (%LOCALAPPDATA%\vigil-agent: device key, unsent captures) is kept unless -PurgeUserData.
+    Stops and removes the \Vigil\Vigil Agent and \Vigil\Vigil Enrol scheduled tasks, deletes
+    %ProgramFiles%\Vigil and (unless -KeepConfig) the configuration in %ProgramData%\Vigil. The
+    device identity (%ProgramData%\Vigil\device) and the sessions' unsent captures
+    (%ProgramData%\Vigil\sessions) are kept unless -PurgeUserData, which also deletes any
+    per-user %LOCALAPPDATA%\vigil-agent left by an older, per-user install.
 #>
 [CmdletBinding()]
 param(
@@ -20,17 +22,36 @@ param(
 Set-StrictMode -Version Latest
 $ErrorActionPreference = "Stop"
 
+# --- 64-bit PowerShell (see install.ps1: Intune runs Win32 app commands in 32-bit PowerShell) ---
+if ($env:PROCESSOR_ARCHITEW6432 -and -not [Environment]::Is64BitProcess) {
+    $native = Join-Path $env:WINDIR "Sysnative\WindowsPowerShell\v1.0\powershell.exe"
+    $relaunch = @("-NoProfile", "-ExecutionPolicy", "Bypass", "-File", $PSCommandPath)
+    foreach ($name in $PSBoundParameters.Keys) {
+        $value = $PSBoundParameters[$name]
+        if ($value -is [System.Management.Automation.SwitchParameter]) {
+            if ($value.IsPresent) { $relaunch += "-$name" }
+        } else {
+            $relaunch += "-$name"
+            $relaunch += [string]$value
+        }
+    }
+    & $native @relaunch
+    exit $LASTEXITCODE
+}
+
 $principal = New-Object Security.Principal.WindowsPrincipal([Security.Principal.WindowsIdentity]::GetCurrent())
 if (-not $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)) {
     [Console]::Error.WriteLine("uninstall.ps1: run from an elevated PowerShell (Run as administrator)")
     exit 2
 }
 
-$task = Get-ScheduledTask -TaskPath "\Vigil\" -TaskName "Vigil Agent" -ErrorAction SilentlyContinue
-if ($task) {
-    Stop-ScheduledTask -TaskPath "\Vigil\" -TaskName "Vigil Agent" -ErrorAction SilentlyContinue
-    Unregister-ScheduledTask -TaskPath "\Vigil\" -TaskName "Vigil Agent" -Confirm:$false
-    Write-Host "removed scheduled task \Vigil\Vigil Agent"
+foreach ($taskName in @("Vigil Agent", "Vigil Enrol")) {
+    $task = Get-ScheduledTask -TaskPath "\Vigil\" -TaskName $taskName -ErrorAction SilentlyContinue
+    if ($task) {
+        Stop-ScheduledTask -TaskPath "\Vigil\" -TaskName $taskName -ErrorAction SilentlyContinue
+        Unregister-ScheduledTask -TaskPath "\Vigil\" -TaskName $taskName -Confirm:$false
+        Write-Host "removed scheduled task \Vigil\$taskName"
+    }
 }
 # Agents started by the task run as pythonw.exe from our venv: stop only those.
 $venvDir = Join-Path $InstallDir "venv"
@@ -46,11 +67,19 @@ if (Test-Path -LiteralPath $InstallDir) {
     Remove-Item -LiteralPath $InstallDir -Recurse -Force
     Write-Host "removed $InstallDir"
 }
-if (-not $KeepConfig -and (Test-Path -LiteralPath $ConfigDir)) {
-    Remove-Item -LiteralPath $ConfigDir -Recurse -Force
-    Write-Host "removed $ConfigDir"
+if (-not $KeepConfig) {
+    foreach ($file in @("agent.toml", "enrol.toml", "ca.crt")) {
+        $path = Join-Path $ConfigDir $file
+        if (Test-Path -LiteralPath $path) { Remove-Item -LiteralPath $path -Force; Write-Host "removed $path" }
+    }
 }
 if ($PurgeUserData) {
+    foreach ($dir in @((Join-Path $ConfigDir "device"), (Join-Path $ConfigDir "sessions"))) {
+        if (Test-Path -LiteralPath $dir) { Remove-Item -LiteralPath $dir -Recurse -Force; Write-Host "removed $dir" }
+    }
+    if ((Test-Path -LiteralPath $ConfigDir) -and -not (Get-ChildItem -LiteralPath $ConfigDir -Force)) {
+        Remove-Item -LiteralPath $ConfigDir -Force
+    }
     Get-ChildItem -Path (Join-Path $env:SystemDrive "Users\*\AppData\Local\vigil-agent") -Directory -ErrorAction SilentlyContinue |
         ForEach-Object { Remove-Item -LiteralPath $_.FullName -Recurse -Force; Write-Host "removed $($_.FullName)" }
 }

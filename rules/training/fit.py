@@ -228,6 +228,8 @@ def train(cfg: TrainConfig, progress: Callable[[str], None] = print) -> dict[str
             # the best epoch so far is exported at once: a stopped run still leaves an artefact
             best = (rec, epoch, t)
             manifest = _write_artefact(net, cfg, base_dir, base_name, samples, history, best)
+            # full-precision weights beside the artefact (not shipped), to resume or inspect
+            torch.save(net.state_dict(), cfg.out.parent / f"{cfg.out.name}.state.pt")
             progress(f"epoch {epoch} is the best so far on dev: exported to {cfg.out}")
         else:
             manifest["history"] = history

@@ -29,6 +29,9 @@ class FakeWin32:
     def pid(self, hwnd: int) -> int:
         return 0
 
+    def process_name(self, pid: int) -> str:
+        return ""
+
     def focused_control(self, hwnd: int) -> tuple[str, int]:
         return self.control
 
@@ -38,8 +41,11 @@ class FakeWin32:
     def drive_type(self, root: str) -> int:
         return self.types.get(root, 1)
 
-    def volume(self, root: str) -> tuple[str, str, int]:
-        return "KINGSTON", "FAT32", 8_000_000_000
+    def bus_type(self, root: str) -> int | None:
+        return 0x11  # NVMe
+
+    def volume(self, root: str) -> tuple[str, str, int, int] | None:
+        return "KINGSTON", "FAT32", 8_000_000_000, 0
 
 
 def test_windows_window_and_password_field() -> None:
@@ -48,6 +54,8 @@ def test_windows_window_and_password_field() -> None:
     assert windows.read_window(api) == WindowInfo("Sign-up form - Edge", "", 7, False)
     api.control = ("Edit", windows.ES_PASSWORD | 0x50000000)
     assert windows.read_window(api).password_field is True  # type: ignore[union-attr]
+    api.control = ("Chrome_RenderWidgetHostHWND", 0)  # a browser never exposes ES_PASSWORD
+    assert windows.read_window(api).password_field is False  # type: ignore[union-attr]
     api.hwnd = 0
     assert windows.read_window(api) is None
 
@@ -61,30 +69,29 @@ def test_windows_removable_drives() -> None:
 
 
 class FakeCocoa:
+    """Only what read_window and removable_volumes use (the full fake is in
+    test_backends_macos.py)."""
+
     def __init__(self) -> None:
-        self.vols: list[tuple[str, bool]] = [("/Volumes/Macintosh HD", True)]
+        self.vols = [macos.MacVolume("/Volumes/Macintosh HD", is_symlink=True)]
 
-    def frontmost(self) -> tuple[int, str]:
-        return 501, "Safari"
+    def focused(self, pid: int) -> macos.Focused:
+        return macos.Focused(title="how to unblock games - Google Search")
 
-    def window_title(self, pid: int) -> str:
-        return "how to unblock games - Google Search"
-
-    def volumes(self) -> list[tuple[str, bool]]:
+    def volumes(self) -> list[macos.MacVolume]:
         return self.vols
-
-    def volume_info(self, path: str) -> tuple[str, int]:
-        return "msdos", 1000
 
 
 def test_macos_window_and_volumes() -> None:
     api = FakeCocoa()
-    assert macos.read_window(api) == WindowInfo("how to unblock games - Google Search",
-                                                "Safari", 501)
-    assert macos.removable_volumes(api) == {}
-    api.vols.append(("/Volumes/USB STICK", False))
-    assert macos.removable_volumes(api) == {
-        "/Volumes/USB STICK": Volume("/Volumes/USB STICK", "USB STICK", "msdos", 1000)}
+    info, _ = macos.read_window(api, 501, "Safari", trusted=True)  # type: ignore[arg-type]
+    assert info == WindowInfo("how to unblock games - Google Search", "Safari", 501)
+    assert macos.removable_volumes(api) == {}  # type: ignore[arg-type]
+    api.vols.append(macos.MacVolume("/Volumes/USB STICK", removable=True, ejectable=True,
+                                    internal=False, local=True, protocol="USB",
+                                    label="USB STICK", fstype="MS-DOS (FAT32)", size=1000))
+    assert macos.removable_volumes(api) == {  # type: ignore[arg-type]
+        "/Volumes/USB STICK": Volume("/Volumes/USB STICK", "USB STICK", "MS-DOS (FAT32)", 1000)}
 
 
 def test_polling_window_reports_changes_once() -> None:
@@ -142,3 +149,74 @@ def test_platform_switch_is_the_only_chooser_and_lazy() -> None:
     assert isinstance(m.media, macos.MacMediaSource)
     w = select_backends(Config(), "wayland")
     assert w.window is None and w.keys is None and w.media is not None
+
+
+def _media_run(snapshots: list[dict[str, Volume]], writes: dict[int, list[tuple[str, str]]]
+               ) -> tuple[list[MediaEvent], list[str], dict[str, Callable[[str], None]]]:
+    """Run PollingMediaSource over *snapshots*; at poll i, write the files in writes[i]."""
+    stop, events = threading.Event(), []
+    writers: dict[str, Callable[[str], None]] = {}
+    stopped: list[str] = []
+    calls = iter(range(100))
+
+    def list_volumes() -> dict[str, Volume]:
+        i = next(calls)
+        for mp, path in writes.get(i, []):
+            writers[mp](path)
+        if i >= len(snapshots) - 1:
+            stop.set()
+        return snapshots[min(i, len(snapshots) - 1)]
+
+    def watch(mp: str, on_file: Callable[[str], None]) -> Callable[[], None]:
+        writers[mp] = on_file
+        return lambda: stopped.append(mp)
+
+    PollingMediaSource(list_volumes, interval=0, watch=watch).run(events.append, stop)
+    return events, stopped, writers
+
+
+def test_polling_media_watches_volumes_present_at_start() -> None:
+    stick = {"E:\\": Volume("E:\\", "STICK", "FAT32", 9)}
+    events, stopped, _ = _media_run([stick, stick, {}], {1: [("E:\\", "E:\\copied.docx")]})
+    assert [e.event for e in events] == ["file_written", "unmounted"]  # not re-reported
+    assert events[-1].files_written == 1 and stopped == ["E:\\"]
+
+
+def test_polling_media_a_different_stick_at_the_same_letter_keeps_its_watcher() -> None:
+    a = {"E:\\": Volume("E:\\", "ALICE", "FAT32", 9, "1111")}
+    b = {"E:\\": Volume("E:\\", "BOB", "exFAT", 16, "2222")}
+    events, stopped, _ = _media_run([{}, a, b, b, {}], {3: [("E:\\", "E:\\bob.txt")]})
+    assert [(e.event, e.label) for e in events] == [
+        ("mounted", "ALICE"), ("unmounted", "ALICE"), ("mounted", "BOB"), ("file_written", ""),
+        ("unmounted", "BOB")]
+    assert events[-1].files_written == 1  # BOB's watcher survived the swap
+    assert stopped == ["E:\\", "E:\\"]
+
+
+def test_polling_window_reports_every_exception_and_gives_up_when_it_persists() -> None:
+    import ctypes
+
+    import pytest
+
+    seq: list[object] = [ctypes.ArgumentError("argument 1: wrong type"), WindowInfo("a")]
+    got: list[WindowInfo] = []
+    stop = threading.Event()
+
+    def read() -> WindowInfo | None:
+        item = seq.pop(0) if seq else None
+        if item is None:
+            stop.set()
+            return None
+        if isinstance(item, Exception):
+            raise item
+        return item  # type: ignore[return-value]
+
+    PollingWindowSource(read, interval=0).run(got.append, stop)
+    assert [w.title for w in got] == ["a"]
+
+    def broken() -> WindowInfo | None:
+        raise KeyError("pyobjc said no")
+
+    with pytest.raises(RuntimeError, match="failed 3 times in a row: KeyError"):
+        PollingWindowSource(broken, interval=0, max_failures=3).run(got.append,
+                                                                    threading.Event())

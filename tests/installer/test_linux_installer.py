@@ -37,7 +37,8 @@ SHELL_SCRIPTS = [
 def _install(root: Path, wheel: Path, ca: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run(["bash", str(INSTALL), "--root", str(root), "--collector",
                 "collector.school.test:7443", "--token", "tok-123.abc", "--ca", str(ca),
-                "--wheel", str(wheel), "--python", sys.executable, *extra], cwd=root.parent)
+                "--wheel", str(wheel), "--python", sys.executable, "--no-enrol", *extra],
+               cwd=root.parent)
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +63,20 @@ def test_shell_scripts_pass_shellcheck(script: Path) -> None:
 def test_config_names_collector_token_and_ca(installed: Path) -> None:
     cfg_path = installed / "etc" / "vigil" / "agent.toml"
     data = tomllib.loads(cfg_path.read_text())
-    assert data["agent"] == {"collector": "collector.school.test:7443"}
-    assert data["enroll"] == {"server": "collector.school.test:7444", "token": "tok-123.abc",
-                              "ca": str(installed / "etc" / "vigil" / "ca.crt")}
+    assert data == {"agent": {"collector": "collector.school.test:7443"}}
+    # every session's agent reads it: world-readable, root-owned, not writable by users
+    assert cfg_path.stat().st_mode & 0o777 == 0o644
+    enrol_path = installed / "etc" / "vigil" / "enrol.toml"
+    assert tomllib.loads(enrol_path.read_text())["enroll"] == {
+        "server": "collector.school.test:7444", "token": "tok-123.abc",
+        "ca": str(installed / "etc" / "vigil" / "ca.crt")}
+    # only root enrols (the device, once): the token is not readable by users any more
+    assert enrol_path.stat().st_mode & 0o777 == 0o600
     assert (installed / "etc" / "vigil" / "ca.crt").read_text().startswith(
         "-----BEGIN CERTIFICATE-----")
-    # every user's session reads it to enrol: world-readable, root-owned, not writable by users
-    assert cfg_path.stat().st_mode & 0o777 == 0o644
+    state = installed / "var" / "lib" / "vigil"
+    assert (state / "device").stat().st_mode & 0o777 == 0o755
+    assert (state / "sessions").stat().st_mode & 0o7777 == 0o1733
 
 
 def test_agent_config_loader_accepts_the_written_file(installed: Path) -> None:
@@ -184,9 +192,10 @@ def test_session_launcher_runs_once_per_user(installed: Path, tmp_path: Path) ->
 
 @pytest.mark.x11
 def test_install_logon_enrol_run_then_uninstall(built_wheel: Path, tmp_path: Path) -> None:
-    """End to end: install.sh with a real collector's address, token and CA; a user's
-    "logon" (the installed vigil-session, as the unit/autostart run it) enrols and connects;
-    uninstall.sh then removes every installed file."""
+    """End to end: install.sh with a real collector's address, token and CA enrols the
+    device; a user's "logon" (the installed vigil-session, as the unit/autostart run it)
+    connects with that identity; uninstall.sh then removes every installed file but the
+    identity and spools, which --purge-user-data removes."""
     import psutil
 
     from tests.support.collector import start_collector
@@ -195,6 +204,7 @@ def test_install_logon_enrol_run_then_uninstall(built_wheel: Path, tmp_path: Pat
     collector = start_collector(tmp_path)
     try:
         token = collector.create_token(group="secondary", uses=1)
+        # (enrolment at install: the installer's default, so no --no-enrol here)
         root = tmp_path / "root"
         proc = run(["bash", str(INSTALL), "--root", str(root), "--collector",
                     collector.stream_addr, "--enroll", collector.enrol_addr, "--token", token,
@@ -202,16 +212,18 @@ def test_install_logon_enrol_run_then_uninstall(built_wheel: Path, tmp_path: Pat
                     "--python", sys.executable], cwd=tmp_path)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         home = tmp_path / "home"
-        data = home / ".local" / "share" / "vigil-agent"
+        identity = root / "var" / "lib" / "vigil" / "device"  # enrolled by install.sh
+        data = root / "var" / "lib" / "vigil" / "sessions" / "pupil"
         with XDesktop() as x:
-            env = clean_env(DISPLAY=x.display, HOME=str(home),
+            env = clean_env(DISPLAY=x.display, HOME=str(home), USER="pupil", LOGNAME="pupil",
                             XDG_DATA_HOME=str(home / ".local" / "share"))
             session = subprocess.Popen([str(root / "opt" / "vigil" / "bin" / "vigil-session")],
                                        env=env, cwd=home.parent, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)
             try:
-                device = wait_for(lambda: (data / "device.json").exists() and json.loads(
-                    (data / "device.json").read_text()), timeout=60, what="enrolment")
+                device = json.loads((identity / "device.json").read_text())
+                wait_for(lambda: (data / "state.json").exists(), timeout=60,
+                         what="the session's agent")
 
                 def seen() -> bool:
                     out = collector.cli("devices", "--json").stdout
@@ -228,8 +240,12 @@ def test_install_logon_enrol_run_then_uninstall(built_wheel: Path, tmp_path: Pat
             assert not [c for c in children if c.is_running() and c.status() != "zombie"]
         proc = run(["bash", str(UNINSTALL), "--root", str(root)], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
-        left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir())
+        left = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                      if not p.is_dir() and not p.is_relative_to(root / "var" / "lib" / "vigil"))
         assert left == [], f"uninstall left files behind: {left}"
-        assert (data / "device.json").exists(), "a user's identity is kept unless purged"
+        assert (identity / "device.json").exists(), "the identity and spools are kept unless purged"
+        proc = run(["bash", str(UNINSTALL), "--root", str(root), "--purge-user-data"],
+                   cwd=tmp_path)
+        assert proc.returncode == 0 and not (root / "var" / "lib" / "vigil").exists()
     finally:
         collector.stop()

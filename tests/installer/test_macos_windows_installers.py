@@ -1,57 +1,121 @@
-"""installer/macos and installer/windows cannot run here (no macOS, no PowerShell).
+"""installer/macos and installer/windows cannot run here (no macOS, no Windows PowerShell).
 
 What these tests prove, and nothing more:
-* the LaunchAgent and the PPPC profile are well-formed property lists with the keys launchd and
-  an MDM need (``plistlib`` parses them: that is a real XML/type check, not a macOS check);
-* ``installer/macos/install.sh --root DIR`` (run with Linux bash) writes the files it promises;
-* each README says plainly that its scripts are untested on the real OS.
-Nothing here exercises launchd, TCC, Task Scheduler or PowerShell.
+* both PowerShell scripts parse (tree-sitter-powershell, the grammar GitHub uses; a test
+  shows it flags an injected syntax error), and pin the fixes that Intune and Task Scheduler
+  need (the Sysnative relaunch before anything reads ``$env:ProgramFiles``, version-sorted
+  Python discovery, priority 5, the SYSTEM enrolment task, a token file Users cannot read);
+* the LaunchAgent, the LaunchDaemon and the PPPC profile are property lists whose keys and
+  values are ones Apple documents (launchd.plist(5); Device Management "Privacy Preferences
+  Policy Control" and "Service Management - Managed Login Items" payloads), checked with
+  ``plistlib`` and the key lists below, not by macOS or an MDM;
+* ``installer/macos/install.sh --root DIR`` (run with Linux bash) writes the files it promises.
+Nothing here exercises launchd, TCC, Task Scheduler, icacls or PowerShell itself.
 """
 
 from __future__ import annotations
 
 import plistlib
+import re
 import sys
 import tomllib
 import uuid
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.installer.helpers import ROOT, run, write_ca
 
 MACOS = ROOT / "installer" / "macos"
 WINDOWS = ROOT / "installer" / "windows"
 
+#: launchd.plist(5) keys this project may use, and the documented ProcessType values.
+LAUNCHD_KEYS = {"Label", "ProgramArguments", "Program", "RunAtLoad", "KeepAlive",
+                "ThrottleInterval", "ProcessType", "LimitLoadToSessionType", "StartInterval",
+                "StartCalendarInterval", "WorkingDirectory", "EnvironmentVariables",
+                "StandardOutPath", "StandardErrorPath", "ExitTimeOut", "Nice",
+                "AssociatedBundleIdentifiers"}
+PROCESS_TYPES = {"Background", "Standard", "Adaptive", "Interactive"}
+#: PPPC (com.apple.TCC.configuration-profile-policy) Services keys and identity keys.
+TCC_SERVICES = {"Accessibility", "AddressBook", "AppleEvents", "BluetoothAlways", "Calendar",
+                "Camera", "FileProviderPresence", "ListenEvent", "MediaLibrary", "Microphone",
+                "Photos", "PostEvent", "Reminders", "ScreenCapture", "SpeechRecognition",
+                "SystemPolicyAllFiles", "SystemPolicyAppBundles", "SystemPolicyAppData",
+                "SystemPolicyDesktopFolder", "SystemPolicyDocumentsFolder",
+                "SystemPolicyDownloadsFolder", "SystemPolicyNetworkVolumes",
+                "SystemPolicyRemovableVolumes", "SystemPolicySysAdminFiles"}
+TCC_IDENTITY_KEYS = {"Identifier", "IdentifierType", "CodeRequirement", "Authorization",
+                     "Comment", "StaticCode", "AEReceiverIdentifier",
+                     "AEReceiverIdentifierType", "AEReceiverCodeRequirement"}
+AUTHORIZATIONS = {"Allow", "Deny", "AllowStandardUserToSetSystemService"}
+#: Apple: MDM may not Allow these; at most a standard user may approve them.
+NOT_PRE_APPROVABLE = {"ListenEvent", "ScreenCapture", "Camera", "Microphone"}
+SERVICEMANAGEMENT_RULE_TYPES = {"BundleIdentifier", "BundleIdentifierPrefix", "Label",
+                                "LabelPrefix", "TeamIdentifier"}
+PAYLOAD_KEYS = {"PayloadType", "PayloadIdentifier", "PayloadUUID", "PayloadVersion"}
+
+
+def _plist(path: Path) -> dict[str, Any]:
+    with path.open("rb") as f:
+        data: dict[str, Any] = plistlib.load(f)
+    return data
+
+
+@pytest.mark.parametrize("name", ["org.vigil.agent.plist", "org.vigil.enrol.plist"])
+def test_launchd_plists_use_only_documented_keys(name: str) -> None:
+    plist = _plist(MACOS / name)
+    assert set(plist) <= LAUNCHD_KEYS, set(plist) - LAUNCHD_KEYS
+    assert plist["Label"] == name.removesuffix(".plist")
+    assert plist["ProcessType"] in PROCESS_TYPES
+    assert plist["ProgramArguments"][:2] == ["/Library/Vigil/venv/bin/python3",
+                                             "/Library/Vigil/vigil_session.py"]
+
 
 def test_launch_agent_plist_is_a_per_user_keepalive_agent() -> None:
-    with (MACOS / "org.vigil.agent.plist").open("rb") as f:
-        plist = plistlib.load(f)
-    assert plist["Label"] == "org.vigil.agent"
+    plist = _plist(MACOS / "org.vigil.agent.plist")
     assert plist["RunAtLoad"] is True and plist["KeepAlive"] is True
     assert plist["LimitLoadToSessionType"] == "Aqua"   # one per user GUI session
-    args = plist["ProgramArguments"]
-    assert args[0] == "/Library/Vigil/venv/bin/python3"
-    assert args[1] == "/Library/Vigil/vigil_session.py"
-    assert args[2:] == ["--config", "/Library/Application Support/Vigil/agent.toml"]
+    assert plist["ProgramArguments"][2:] == ["--config",
+                                             "/Library/Application Support/Vigil/agent.toml"]
 
 
-def test_pppc_profile_is_well_formed_and_covers_the_three_permissions() -> None:
-    with (MACOS / "vigil-pppc.mobileconfig").open("rb") as f:
-        profile = plistlib.load(f)
-    assert profile["PayloadType"] == "Configuration"
-    uuids = [profile["PayloadUUID"]] + [p["PayloadUUID"] for p in profile["PayloadContent"]]
+def test_enrol_daemon_retries_until_enrolled() -> None:
+    plist = _plist(MACOS / "org.vigil.enrol.plist")
+    assert "--enrol-device" in plist["ProgramArguments"]
+    assert plist["RunAtLoad"] is True and plist["StartInterval"] == 300
+    assert "LimitLoadToSessionType" not in plist  # a daemon: root, no GUI session
+
+
+def test_pppc_profile_payloads_are_apples() -> None:
+    profile = _plist(MACOS / "vigil-pppc.mobileconfig")
+    assert profile["PayloadType"] == "Configuration" and profile["PayloadScope"] == "System"
+    payloads = profile["PayloadContent"]
+    uuids = [profile["PayloadUUID"]] + [p["PayloadUUID"] for p in payloads]
     assert len({uuid.UUID(u) for u in uuids}) == len(uuids)
-    (tcc,) = profile["PayloadContent"]
-    assert tcc["PayloadType"] == "com.apple.TCC.configuration-profile-policy"
-    services = tcc["Services"]
-    assert set(services) == {"Accessibility", "ListenEvent", "ScreenCapture"}
-    # Apple: MDM may Allow Accessibility, but Input Monitoring and Screen Recording can at most
-    # be left for a standard user to approve.
-    assert services["Accessibility"][0]["Authorization"] == "Allow"
-    for name in ("ListenEvent", "ScreenCapture"):
-        assert services[name][0]["Authorization"] == "AllowStandardUserToSetSystemService"
-    for entries in services.values():
+    for p in payloads:
+        assert set(p) >= PAYLOAD_KEYS, p.get("PayloadType")
+    by_type = {p["PayloadType"]: p for p in payloads}
+    assert set(by_type) == {"com.apple.TCC.configuration-profile-policy",
+                            "com.apple.servicemanagement"}
+    services = by_type["com.apple.TCC.configuration-profile-policy"]["Services"]
+    assert set(services) <= TCC_SERVICES
+    assert set(services) == {"Accessibility", "ListenEvent", "ScreenCapture",
+                             "SystemPolicyRemovableVolumes"}
+    for name, entries in services.items():
         for entry in entries:
-            assert entry["IdentifierType"] == "bundleID" and entry["CodeRequirement"]
+            assert set(entry) <= TCC_IDENTITY_KEYS, set(entry) - TCC_IDENTITY_KEYS
+            assert entry["IdentifierType"] in {"bundleID", "path"} and entry["CodeRequirement"]
+            assert entry["Authorization"] in AUTHORIZATIONS
+            if name in NOT_PRE_APPROVABLE:
+                assert entry["Authorization"] != "Allow", name
+    assert services["Accessibility"][0]["Authorization"] == "Allow"       # titles via AX
+    assert services["SystemPolicyRemovableVolumes"][0]["Authorization"] == "Allow"
+    rules = by_type["com.apple.servicemanagement"]["Rules"]
+    assert {r["RuleType"] for r in rules} <= SERVICEMANAGEMENT_RULE_TYPES
+    labels = {r["RuleValue"] for r in rules if r["RuleType"] == "Label"}
+    assert labels == {_plist(MACOS / n)["Label"]
+                      for n in ("org.vigil.agent.plist", "org.vigil.enrol.plist")}
 
 
 def test_macos_install_writes_the_promised_files(built_wheel: Path, tmp_path: Path) -> None:
@@ -59,20 +123,26 @@ def test_macos_install_writes_the_promised_files(built_wheel: Path, tmp_path: Pa
     ca = write_ca(tmp_path / "ca.crt")
     proc = run(["bash", str(MACOS / "install.sh"), "--root", str(root), "--collector",
                 "vigil.school.test:7443", "--token", "tok_1", "--ca", str(ca), "--wheel",
-                str(built_wheel), "--python", sys.executable], cwd=tmp_path)
+                str(built_wheel), "--python", sys.executable, "--no-enrol"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     conf = root / "Library" / "Application Support" / "Vigil"
-    data = tomllib.loads((conf / "agent.toml").read_text())
-    assert data == {"agent": {"collector": "vigil.school.test:7443"},
-                    "enroll": {"server": "vigil.school.test:7444", "token": "tok_1",
-                               "ca": "/Library/Application Support/Vigil/ca.crt"}}
+    assert tomllib.loads((conf / "agent.toml").read_text()) == {
+        "agent": {"collector": "vigil.school.test:7443"}}
+    assert tomllib.loads((conf / "enrol.toml").read_text()) == {
+        "enroll": {"server": "vigil.school.test:7444", "token": "tok_1",
+                   "ca": "/Library/Application Support/Vigil/ca.crt"}}
+    assert (conf / "enrol.toml").stat().st_mode & 0o777 == 0o600
+    assert (conf / "device").stat().st_mode & 0o777 == 0o755
+    assert (conf / "sessions").stat().st_mode & 0o7777 == 0o1733
     assert (conf / "ca.crt").read_bytes() == ca.read_bytes()
     assert (root / "Library" / "Vigil" / "venv" / "bin" / "vigil-agent").exists()
     assert (root / "Library" / "Vigil" / "vigil_session.py").exists()
-    installed = root / "Library" / "LaunchAgents" / "org.vigil.agent.plist"
-    assert installed.read_bytes() == (MACOS / "org.vigil.agent.plist").read_bytes()
+    for folder, name in (("LaunchAgents", "org.vigil.agent.plist"),
+                         ("LaunchDaemons", "org.vigil.enrol.plist")):
+        assert (root / "Library" / folder / name).read_bytes() == (MACOS / name).read_bytes()
 
-    proc = run(["bash", str(MACOS / "uninstall.sh"), "--root", str(root)], cwd=tmp_path)
+    proc = run(["bash", str(MACOS / "uninstall.sh"), "--root", str(root), "--purge-user-data"],
+               cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert [p for p in root.rglob("*") if not p.is_dir()] == []
 
@@ -83,11 +153,69 @@ def test_readmes_say_the_scripts_are_untested_on_the_real_os() -> None:
         assert "Untested on" in head and os_name in head, readme
 
 
-def test_windows_scripts_exist_and_use_the_documented_paths() -> None:
-    """Not a lint (there is no PowerShell here): it only pins the paths the docs promise."""
+def _parser() -> Any:
+    ts = pytest.importorskip("tree_sitter")
+    tsp = pytest.importorskip("tree_sitter_powershell")
+    return ts.Parser(ts.Language(tsp.language()))
+
+
+def _errors(node: Any) -> list[str]:
+    out = []
+    if node.type == "ERROR" or node.is_missing:
+        out.append(f"line {node.start_point[0] + 1}: {node.type}")
+    for child in node.children:
+        out.extend(_errors(child))
+    return out
+
+
+@pytest.mark.parametrize("script", ["install.ps1", "uninstall.ps1"])
+def test_powershell_scripts_parse(script: str) -> None:
+    tree = _parser().parse((WINDOWS / script).read_bytes())
+    assert not tree.root_node.has_error, _errors(tree.root_node)
+
+
+def test_the_parser_would_catch_a_broken_script() -> None:
+    text = (WINDOWS / "install.ps1").read_text()
+    for broken in (text.replace("if (-not $Python) {", "if (-not $Python {", 1),
+                   text.replace('$relaunch = @("-NoProfile"', '$relaunch = @("-NoProfile"', 1)
+                   .replace("exit $LASTEXITCODE\n}", "exit $LASTEXITCODE\n", 1)):
+        assert broken != text
+        assert _parser().parse(broken.encode()).root_node.has_error
+
+
+def _body(script: str) -> str:
+    """The script after its param() block (the defaults inside param may name ProgramFiles:
+    they are recomputed in the relaunched 64-bit process)."""
+    text = (WINDOWS / script).read_text()
+    return text[text.index("Set-StrictMode"):]
+
+
+@pytest.mark.parametrize("script", ["install.ps1", "uninstall.ps1"])
+def test_32bit_powershell_relaunches_through_sysnative_before_anything_else(script: str) -> None:
+    body = _body(script)
+    relaunch = body.index(
+        "if ($env:PROCESSOR_ARCHITEW6432 -and -not [Environment]::Is64BitProcess)")
+    assert "Sysnative\\WindowsPowerShell\\v1.0\\powershell.exe" in body[relaunch:relaunch + 400]
+    assert "$PSBoundParameters" in body[relaunch:relaunch + 800]
+    for use in ("$env:ProgramFiles", "icacls", "Register-ScheduledTask", "Get-ScheduledTask"):
+        at = body.find(use)
+        assert at == -1 or at > relaunch, f"{use} runs before the 64-bit relaunch"
+
+
+def test_windows_install_pins_what_a_school_laptop_needs() -> None:
     install = (WINDOWS / "install.ps1").read_text()
-    assert (WINDOWS / "uninstall.ps1").exists()
     assert '(Join-Path $env:ProgramData "Vigil")' in install
     assert "New-ScheduledTaskTrigger -AtLogOn" in install
-    assert '-GroupId "S-1-5-32-545"' in install
-    assert "pythonw.exe" in install
+    assert '-GroupId "S-1-5-32-545"' in install and "pythonw.exe" in install
+    assert "-Priority 5" in install  # the default 7 is below normal
+    assert "Sort-Object FullName" not in install  # a name sort puts Python39 above Python313
+    assert re.search(r"Sort-Object -Property @\{ Expression = \{ \[int\]", install)
+    # the device enrols once, as SYSTEM; the sessions never do
+    assert "--enrol-device" in install and '-UserId "SYSTEM"' in install
+    enrol_acl = next(line for line in install.splitlines()
+                     if line.startswith("Invoke-Checked") and "$enrolPath" in line)
+    assert "S-1-5-32-545" not in enrol_acl  # Users cannot read the token
+    assert "token =" not in install[install.index("$toml = @"):install.index("$enrolToml = @")]
+    assert '"*S-1-5-32-545:(AD,X)"' in install and '"*S-1-3-0:(OI)(CI)(IO)F"' in install
+    uninstall = (WINDOWS / "uninstall.ps1").read_text()
+    assert '"Vigil Enrol"' in uninstall and "sessions" in uninstall

@@ -143,3 +143,12 @@ def test_compile_with_missing_key(run_cli: Run, tmp_path: Path) -> None:
     res = run_cli("compile", str(rules.DEFAULT_LIBRARY), "--key", str(bad), "-o",
                   str(tmp_path / "b"))
     assert res.returncode == 2 and "signing key" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_scan_with_the_shipped_scorer_adds_its_hits_with_reasons(run_cli: Run) -> None:
+    res = run_cli("scan", "--model", "shipped", stdin="I want to k1ll myself\n")
+    assert res.returncode == 0, res.stderr
+    (row,) = [json.loads(line) for line in res.stdout.splitlines()]
+    model = [h for h in row["hits"] if h["rule"].startswith("model.")]
+    assert model and model[0]["category"] == "suicide"
+    assert 0 < model[0]["score"] <= 1 and model[0]["reasons"][0].startswith("model ")

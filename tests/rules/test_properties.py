@@ -158,15 +158,16 @@ def test_any_keystrokes_never_crash_and_contexts_stay_bounded(
         assert h.match in screens and "\n" not in h.match
 
 
-keys_st = st.lists(st.text(alphabet="ab c", max_size=6), max_size=12)
+keys_st = st.lists(st.text(alphabet="ab c\x00", max_size=6), max_size=12)
 
 
 @SETTINGS
-@given(keys_st, st.text(alphabet="ab cd", max_size=80))
+@given(keys_st, st.text(alphabet="ab cd\x00\x01", max_size=80))
 def test_compact_automaton_finds_exactly_the_keys_ending_at_each_character(
     keys: list[str], text: str
 ) -> None:
-    # duplicates, empty keys and keys that are prefixes or suffixes of others included
+    # duplicates, empty keys and keys that are prefixes or suffixes of others included, and
+    # the control characters the automaton may pick to mark its leaves
     aut = CompactAutomaton(keys)
     s = 0
     for i, c in enumerate(text):

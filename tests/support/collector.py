@@ -144,8 +144,12 @@ def start_collector(tmp_path: Path, config: dict[str, dict[str, Any]] | None = N
     ``vigil-collector serve`` on 127.0.0.1 port 0 for all three listeners."""
     data_dir = tmp_path / "collector"
     init_data_dir(data_dir, "--rules", str(rules_dir or TEST_RULES), *init_args)
+    # ingest.check_rules is off by default HERE ONLY: most test areas send synthetic rule ids
+    # (make_capture's "test-rule"). tests/collector/test_refusals.py and tests/conformance run
+    # the product default (on) with config={"ingest": {"check_rules": True}}.
     cfg: dict[str, dict[str, Any]] = {"server": {"rules_poll_seconds": 0.2},
-                                      "retention": {"purge_interval_hours": 24.0}}
+                                      "retention": {"purge_interval_hours": 24.0},
+                                      "ingest": {"check_rules": False}}
     for section, table in (config or {}).items():
         cfg.setdefault(section, {}).update(table)
     (data_dir / "collector.toml").write_text(toml_dumps(cfg))
