@@ -14,6 +14,7 @@ publish therefore names the same digest and agents download nothing.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +131,15 @@ def _choose_model(store: Store, data_dir: Path, choice: ModelChoice,
         folder = choice
     try:
         return artefacts.add(folder, now_ms)
-    except (ArtefactError, OSError) as exc:
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            # nothing is half-published: the temporary copy is gone and no bundle is stored
+            raise RulesAdminError(
+                f"model artefact {folder} cannot be published: no space left under "
+                f"{artefacts.root}; free some space and run again, or publish with "
+                "--no-model (agents then run on rules alone)") from None
+        raise RulesAdminError(f"model artefact {folder} cannot be published: {exc}") from None
+    except ArtefactError as exc:
         raise RulesAdminError(f"model artefact {folder} cannot be published: {exc}") from None
 
 

@@ -73,10 +73,14 @@ class RuleCatalogue:
             k.scoring = k.scoring or bool(r.get("weights") or r.get("combos"))
 
     def add_bundle(self, version: int, bundle: bytes) -> None:
-        """Learn a published bundle (from this collector's own store: no signature check)."""
+        """Learn a published bundle (from this collector's own store: no signature check).
+
+        A bundle that cannot be read raises (ValueError, KeyError, TypeError) and adds no
+        rules, but its version still counts as published: the server pushes whatever the
+        store holds as active, and the agents' ``RulesAck`` refusing it must be recorded."""
+        self.versions.add(version)
         payload = json.loads(json.loads(bundle.decode("utf-8"))["payload"])
         self.add_rules(payload["rules"])
-        self.versions.add(version)
 
     def check(self, c: pb.Capture, source: str) -> str | None:
         """A rejection reason, or None when the capture agrees with some published rule."""

@@ -7,7 +7,7 @@
 # What it installs (default paths; see --help for options):
 #   /opt/vigil/venv                          a virtualenv with vigil[agent]
 #   /opt/vigil/bin/vigil-session             starts the agent in a desktop session
-#   /opt/vigil/lib/vigil_session.py          (enrols at first logon, then runs the agent)
+#   /opt/vigil/lib/vigil_session.py          (enrols the device as root; runs the agent)
 #   /etc/vigil/agent.toml, /etc/vigil/ca.crt the collector address and CA (world-readable)
 #   /etc/vigil/enrol.toml                    the enrolment token (root only)
 #   /var/lib/vigil/device                    the device identity, enrolled ONCE, at install

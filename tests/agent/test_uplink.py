@@ -125,7 +125,11 @@ async def test_resource_exhausted_is_honoured_then_delivered(
 async def test_outage_then_restart_delivers_everything_exactly_once(
         data: DataDir, config: Config, collector: MiniCollector, tmp_path: Path) -> None:
     await enrolled(data, collector, tmp_path)
-    config = config.replace(merge_seconds=0)  # three separate captures, not one merged
+    # merge_seconds=0: three separate captures, not one merged. scorer=False: the learned
+    # scorer (on by default) adds captures of its own categories for these lines; this test
+    # is about delivering what was spooled exactly once, so only the phrase rules may fire
+    # and the count stays exactly 3.
+    config = config.replace(merge_seconds=0, scorer=False)
     port = collector.port
     await collector.stop()
     phrases = ["cut myself", "nobody likes you", "want to disappear"]

@@ -33,7 +33,11 @@ async def test_full_disk_backs_off_then_recovers(tmp_path: Path) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
     c = None
     try:
-        c = start_collector(mnt, {"ingest": {"busy_timeout_ms": 200, "backoff_ms": 1000}})
+        # --no-model: init copies the scorer artefact (~23 MB) into the data dir, which can
+        # never fit this 8 MiB tmpfs (init refuses with a clear ENOSPC error instead). This
+        # test is about the store filling up while serving, not about the model.
+        c = start_collector(mnt, {"ingest": {"busy_timeout_ms": 200, "backoff_ms": 1000}},
+                            init_args=("--no-model",))
         a = AgentClient(c.enrol_addr, c.stream_addr, c.ca_pem)
         await a.enrol(c.create_token())
         filler = mnt / "filler"

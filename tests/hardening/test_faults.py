@@ -331,7 +331,12 @@ async def test_store_locked_or_disk_full_means_backoff_no_ack_then_recovery(
     import subprocess
 
     root = tmp_path
+    init_args: tuple[str, ...] = ()
     if store_fault == "disk_full":
+        # init copies the scorer artefact (~23 MB) into the data dir, which can never fit
+        # the 8 MiB tmpfs (init refuses with a clear ENOSPC error); the fault under test is
+        # the store filling up while serving, so this collector publishes no model.
+        init_args = ("--no-model",)
         if os.geteuid() != 0:
             pytest.skip("mounting tmpfs needs root")
         root = tmp_path / "small"
@@ -340,7 +345,8 @@ async def test_store_locked_or_disk_full_means_backoff_no_ack_then_recovery(
                        check=True)
     c = None
     try:
-        c = start_collector(root, {"ingest": {"busy_timeout_ms": 200, "backoff_ms": 500}})
+        c = start_collector(root, {"ingest": {"busy_timeout_ms": 200, "backoff_ms": 500}},
+                            init_args=init_args)
         data = await _enrolled_data_dir(c, tmp_path / "agent", c.stream_addr)
         config = Config(rules_library=str(RULES_V1), watch_keys=False, watch_window=False,
                         watch_media=False, heartbeat_seconds=1)

@@ -103,7 +103,11 @@ async def test_device_b_cannot_submit_or_ack_for_device_a(collector: RunningColl
     async with b.connect() as s:
         await s.heartbeat(hostname="pc-a", rules_version=1)
         await s.send_captures([spoof, clash])
-        await s.rules_ack(version=4242, applied=False, error="spoofed ack")
+        # an ack for a version this collector never published is not recorded
+        # (docs/wire.md, Connect 5); one for a published version (1, from init) is, under B.
+        # Both go in order on one stream, so once the second is stored the first was seen.
+        await s.rules_ack(version=4242, applied=False, error="spoofed ack, never published")
+        await s.rules_ack(version=1, applied=False, error="spoofed ack")
         await s.wait_for(lambda s: spoof.id in s.acked
                          and (clash.id in s.acked or clash.id in s.rejected))
         clash_acked = clash.id in s.acked
@@ -114,8 +118,10 @@ async def test_device_b_cannot_submit_or_ack_for_device_a(collector: RunningColl
                            (mine.id,)) == [(a.device_id, "A's genuine context", 4)]
     # the rules ack is committed by the writer after it arrives: wait for it, then check
     acks = await poll(lambda: collector.query(
-        "SELECT device_id FROM rules_acks WHERE version = 4242"), what="the rules ack row")
+        "SELECT device_id FROM rules_acks WHERE version = 1 AND error = 'spoofed ack'"),
+        what="the rules ack row")
     assert acks == [(b.device_id,)]
+    assert collector.query("SELECT COUNT(*) FROM rules_acks WHERE version = 4242") == [(0,)]
     # B's clashing capture must be either stored under B or explicitly rejected: an ack for
     # a capture that was NOT stored (it is silently thrown away) breaks "nothing lost".
     if clash_acked:

@@ -213,6 +213,10 @@ def test_install_logon_enrol_run_then_uninstall(built_wheel: Path, tmp_path: Pat
         assert proc.returncode == 0, proc.stdout + proc.stderr
         home = tmp_path / "home"
         identity = root / "var" / "lib" / "vigil" / "device"  # enrolled by install.sh
+        # the token is root's (enrol.toml, 0600), never in the agent.toml every user reads
+        assert token not in (root / "etc" / "vigil" / "agent.toml").read_text()
+        enrol_toml = root / "etc" / "vigil" / "enrol.toml"
+        assert token in enrol_toml.read_text() and enrol_toml.stat().st_mode & 0o777 == 0o600
         data = root / "var" / "lib" / "vigil" / "sessions" / "pupil"
         with XDesktop() as x:
             env = clean_env(DISPLAY=x.display, HOME=str(home), USER="pupil", LOGNAME="pupil",
@@ -237,6 +241,7 @@ def test_install_logon_enrol_run_then_uninstall(built_wheel: Path, tmp_path: Pat
                 session.send_signal(signal.SIGTERM)
                 out, _ = session.communicate(timeout=60)
             assert session.returncode == 0, out
+            assert "enrolling" not in out, "a session must never enrol: the device already is"
             assert not [c for c in children if c.is_running() and c.status() != "zombie"]
         proc = run(["bash", str(UNINSTALL), "--root", str(root)], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
