@@ -19,8 +19,7 @@ import rules
 from rules.engine import Detector
 from rules.scorer import load_scorer
 from tests.console.support import CHROMIUM, CHROMIUM_ARGS, browser_login
-from tests.e2e.test_full_path import PASSWORD, PRIVATE, _collector_cli, _files_under
-from tests.support.agent import AgentProcess, enroll_cli, write_config
+from tests.e2e.test_full_path import PASSWORD, PRIVATE, _files_under, dsl_and_token, enrolled_agent
 from tests.support.collector import start_collector
 from tests.support.x11 import XDesktop, have_x_tools, wait_for
 
@@ -58,19 +57,9 @@ def test_obfuscated_embedded_and_welsh_lines_reach_the_queue_with_their_reason(
     c = start_collector(tmp_path, console=True, rules_dir=rules.DEFAULT_LIBRARY)
     agent_dir = tmp_path / "agent"
     try:
-        _collector_cli(c.data_dir, "user", "create", "--username", "dsl", "--role", "dsl",
-                       "--site", "default", "--display-name", "Dee Ess-Ell",
-                       "--password-stdin", stdin=PASSWORD + "\n")
-        token = _collector_cli(c.data_dir, "token", "create", "--site", "default",
-                               "--group", "year-9", "--age-band", "secondary").split()[0]
+        token = dsl_and_token(c.data_dir)
         with XDesktop() as x:
-            enroll_cli(agent_dir, c.enrol_addr, token, c.ca_path, collector=c.stream_addr,
-                       env=x.env)
-            cfg = write_config(tmp_path / "agent.toml", collector=c.stream_addr)
-            with AgentProcess(agent_dir, config_file=cfg, env=x.env) as agent:
-                agent.wait_for_log("Vigil agent is running")
-                wait_for(lambda: c.query("SELECT 1 FROM devices WHERE last_seen_at IS NOT NULL"),
-                         30, what="the agent's first heartbeat")
+            with enrolled_agent(tmp_path, c, token, x) as agent:
                 x.open_xterm(WINDOW)
                 x.type_text(PRIVATE)
                 x.key("Return")

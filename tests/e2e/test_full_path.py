@@ -17,8 +17,10 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -98,6 +100,28 @@ def _files_under(*dirs: Path) -> list[Path]:
     return [p for d in dirs for p in d.rglob("*") if p.is_file()]
 
 
+def dsl_and_token(data_dir: Path) -> str:
+    """A DSL login ("dsl", :data:`PASSWORD`) and a one-use token for a year-9 pupil's device."""
+    _collector_cli(data_dir, "user", "create", "--username", "dsl", "--role", "dsl",
+                   "--site", "default", "--display-name", "Dee Ess-Ell",
+                   "--password-stdin", stdin=PASSWORD + "\n")
+    return _collector_cli(data_dir, "token", "create", "--site", "default",
+                          "--group", "year-9", "--age-band", "secondary").split()[0]
+
+
+@contextmanager
+def enrolled_agent(tmp_path: Path, c: Any, token: str, x: XDesktop) -> Iterator[AgentProcess]:
+    """The real agent process, enrolled with ``token``, running until its first heartbeat."""
+    agent_dir = tmp_path / "agent"
+    enroll_cli(agent_dir, c.enrol_addr, token, c.ca_path, collector=c.stream_addr, env=x.env)
+    cfg = write_config(tmp_path / "agent.toml", collector=c.stream_addr)
+    with AgentProcess(agent_dir, config_file=cfg, env=x.env) as agent:
+        agent.wait_for_log("Vigil agent is running")
+        wait_for(lambda: c.query("SELECT 1 FROM devices WHERE last_seen_at IS NOT NULL"),
+                 30, what="the agent's first heartbeat")
+        yield agent
+
+
 def test_default_library_rates_the_test_phrases_as_expected() -> None:
     """Guards the test's own premises against library edits."""
     library = rules.load_library(rules.DEFAULT_LIBRARY)
@@ -116,20 +140,9 @@ def test_typed_concern_reaches_the_dsl_who_works_it_to_closure(
     try:
         _collector_cli(c.data_dir, "site", "contacts", "--site", "default",
                        "--email", "dsl@school.example", "--email", "deputy@school.example")
-        _collector_cli(c.data_dir, "user", "create", "--username", "dsl", "--role", "dsl",
-                       "--site", "default", "--display-name", "Dee Ess-Ell",
-                       "--password-stdin", stdin=PASSWORD + "\n")
-        token = _collector_cli(c.data_dir, "token", "create", "--site", "default",
-                               "--group", "year-9", "--age-band", "secondary").split()[0]
-
+        token = dsl_and_token(c.data_dir)
         with XDesktop() as x:
-            enroll_cli(agent_dir, c.enrol_addr, token, c.ca_path, collector=c.stream_addr,
-                       env=x.env)
-            cfg = write_config(tmp_path / "agent.toml", collector=c.stream_addr)
-            with AgentProcess(agent_dir, config_file=cfg, env=x.env) as agent:
-                agent.wait_for_log("Vigil agent is running")
-                wait_for(lambda: c.query("SELECT 1 FROM devices WHERE last_seen_at IS NOT NULL"),
-                         30, what="the agent's first heartbeat")
+            with enrolled_agent(tmp_path, c, token, x) as agent:
                 x.open_xterm(WINDOW)
                 x.type_text(PRIVATE)
                 x.key("Return")
