@@ -92,6 +92,7 @@ class Monitor:
         # (context key, category) -> highest severity already captured: one concern typed
         # once is one capture per category, whichever layers agree on it
         self._reported: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._showings = 0
         self.boundary = BoundaryWorker(lambda: self._detector, self._boundary_hits,
                                        group=lambda: self.group,
                                        context_chars=lambda: self.config.context_chars,
@@ -154,7 +155,10 @@ class Monitor:
             if self.excluded_reason or not self.config.watch_window:
                 return
             hits = self._window_matcher.scan(info.title) if info.title else []
-        key = f"window:{info.window_id}:{info.title}"
+            # one key per showing: the phrase and boundary layers agree once per showing,
+            # and a window shown again later is a new showing (the builder merges repeats)
+            self._showings += 1
+            key = f"window:{self._showings}"
         for hit in hits:
             if self._first(key, hit):
                 self.builder.hit(hit, "window", Where(info.title, info.process))

@@ -140,3 +140,20 @@ def test_a_stuck_scorer_never_blocks_typing_and_its_backlog_is_counted() -> None
         stuck.release.set()
         assert w.wait_idle(30)
         w.stop()
+
+
+def test_a_concerning_window_shown_again_is_captured_again(tmp_path: Path) -> None:
+    """Layers agree once per showing, not once per window for ever."""
+    data = DataDir(tmp_path / "data").ensure()
+    spool = Spool(data.spool)
+    builder = CaptureBuilder(spool, os_user="pupil", hostname="laptop", screenshot=lambda: b"",
+                             merge_seconds=0)
+    mon = Monitor(Config(), ActiveRules(data).load(), builder, scorer=None)
+    try:
+        title = "how to kill myself - Google Search"
+        for _ in range(2):
+            mon.on_window(WindowInfo(title, "chromium", 9))
+            mon.on_window(WindowInfo("Homework", "gedit", 3))
+        assert [c.window_title for c in spool.all()].count(title) == 2
+    finally:
+        spool.close()
