@@ -59,15 +59,21 @@ def normalised(text: str) -> Normalised:
     out = [n.push(ch) for ch in text]
     out.append(n.end())
     norm = "".join(out)
-    tokens, start = [], -1
-    for i, c in enumerate(norm):
+    return Normalised(norm, tuple(n.src), tuple(_spans(norm)))
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each space-separated token of ``text`` (one ending at the text's end
+    is left out: the normaliser always closes a context with a boundary space)."""
+    spans, start = [], -1
+    for i, c in enumerate(text):
         if c == " ":
             if start >= 0:
-                tokens.append((start, i))
+                spans.append((start, i))
             start = -1
         elif start < 0:
             start = i
-    return Normalised(norm, tuple(n.src), tuple(tokens))
+    return spans
 
 
 def base_view(norm: Normalised) -> View:
@@ -134,16 +140,8 @@ def pronoun_view(view: View, raw: str) -> View | None:
     """``view`` with other reflexive pronouns read as "myself"; None if there are none.
     ``second_person`` lists the spans that were "yourself" and the like."""
     words: list[tuple[str, list[int], int]] = []
-    spans: list[tuple[int, int]] = []
     text, src = view.text, view.src
-    start = -1
-    for i, c in enumerate(text):
-        if c == " ":
-            if start >= 0:
-                spans.append((start, i))
-            start = -1
-        elif start < 0:
-            start = i
+    spans = _spans(text)
     notes = list(view.notes)
     second: list[tuple[int, int]] = []
     changed = False

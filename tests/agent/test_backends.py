@@ -112,26 +112,10 @@ def test_polling_window_reports_changes_once() -> None:
 def test_polling_media_mount_files_unmount() -> None:
     snapshots = [{}, {"E:\\": Volume("E:\\", "STICK", "FAT32", 9)},
                  {"E:\\": Volume("E:\\", "STICK", "FAT32", 9)}, {}]
-    stop, events = threading.Event(), []
-    writers: dict[str, Callable[[str], None]] = {}
-    stopped: list[str] = []
-    calls = iter(range(100))
-
-    def list_volumes() -> dict[str, Volume]:
-        i = next(calls)
-        if i == 2:
-            writers["E:\\"]("E:\\exam answers.docx")
-            writers["E:\\"]("E:\\exam answers.docx")  # same file twice counts once
-            writers["E:\\"]("E:\\b.txt")
-        if i >= len(snapshots) - 1:
-            stop.set()
-        return snapshots[min(i, len(snapshots) - 1)]
-
-    def watch(mp: str, on_file: Callable[[str], None]) -> Callable[[], None]:
-        writers[mp] = on_file
-        return lambda: stopped.append(mp)
-
-    PollingMediaSource(list_volumes, interval=0, watch=watch).run(events.append, stop)
+    events, stopped, _ = _media_run(snapshots, {2: [
+        ("E:\\", "E:\\exam answers.docx"),
+        ("E:\\", "E:\\exam answers.docx"),  # same file twice counts once
+        ("E:\\", "E:\\b.txt")]})
     assert [e.event for e in events] == ["mounted", "file_written", "file_written", "unmounted"]
     assert events[1] == MediaEvent("file_written", "E:\\", file_name="exam answers.docx")
     assert events[-1].files_written == 2 and stopped == ["E:\\"]
