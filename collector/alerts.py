@@ -21,21 +21,13 @@ from typing import Any
 import aiosmtplib
 
 from collector.config import AlertsConfig, SmtpConfig
+from collector.domain.vocabulary import category_label
 from collector.store.base import QueueItemRow, SiteRow, Store
 
 __all__ = ["Alerter", "alert_text", "category_label"]
 
 log = logging.getLogger(__name__)
 Run = Callable[..., Awaitable[Any]]
-
-
-def category_label(category: str) -> str:
-    try:
-        import rules
-
-        return str(rules.CATEGORIES.get(category, category))
-    except Exception:  # the label is cosmetic; never fail an alert over it
-        return category
 
 
 def alert_text(site: SiteRow, item: QueueItemRow, link: str, escalated: bool) -> tuple[str, str]:

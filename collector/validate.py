@@ -17,8 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.domain.vocabulary import ILLEGAL_CATEGORIES
 from collector.store.base import DeviceRow, NewCapture
-from collector.triage import ILLEGAL_CATEGORIES
 from proto import vigil_pb2 as pb
 from rules import CATEGORIES, SOURCES
 from rules.scorer import MODEL_RULE_PREFIX

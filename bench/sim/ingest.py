@@ -84,8 +84,8 @@ def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
         store = open_store(Path(d) / "raw.db", Path(d))
         try:
             t0 = time.perf_counter()
-            with store.db.atomic():
-                store.db.conn.executemany(_INSERT, rows)
+            with store.transaction():
+                store.sqlite.conn.executemany(_INSERT, rows)
             elapsed = time.perf_counter() - t0
         finally:
             store.close()
@@ -94,12 +94,13 @@ def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
 
 def store_only(streams: int, per_stream: int, batch: int = 100, commit: int = 5000
                ) -> dict[str, Any]:
-    """The collector's own ``Store.ingest`` (dedupe check, triage, queue items, insert) on
+    """The collector's own ``IngestService.ingest`` (dedupe check, triage, queue items, insert) on
     the same mix with no gRPC: batches from ``streams`` devices interleaved as the writer
     gathers them, ``commit`` captures per transaction (the writer's ``batch_max``)."""
+    from collector.domain.triage import TriagePolicy
+    from collector.services.ingest import IngestService
     from collector.store.base import DeviceRow
     from collector.store.sqlite import open_store
-    from collector.triage import TriagePolicy
     from collector.validate import Limits, to_new_capture
 
     now = int(time.time() * 1000)
@@ -116,12 +117,13 @@ def store_only(streams: int, per_stream: int, batch: int = 100, commit: int = 50
     policy = TriagePolicy()
     with tempfile.TemporaryDirectory(prefix="vigil-bench-store-") as d:
         store = open_store(Path(d) / "s.db", Path(d))
+        service = IngestService(store, policy)
         try:
             t0 = time.perf_counter()
             for k in range(0, len(caps), commit):
-                store.ingest(caps[k:k + commit], now, policy)
+                service.ingest(caps[k:k + commit], now)
             elapsed = time.perf_counter() - t0
-            items = store.db.conn.execute("SELECT COUNT(*) FROM queue_items").fetchone()[0]
+            items = store.db.scalar("SELECT COUNT(*) FROM queue_items")
         finally:
             store.close()
     return {"captures": len(caps), "seconds": elapsed, "captures_per_s": len(caps) / elapsed,

@@ -7,6 +7,8 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from collector.domain.lifecycle import transition
+
 from .audit import audit
 from .auth import CONTENT_ROLES, User
 from .labels import ACTIONS, STATUSES, category_label, fmt_time, is_illegal
@@ -28,7 +30,6 @@ __all__ = [
 UNLOCK_MS = 60 * 60 * 1000        # how long an approved four-eyes unlock lasts
 UNLOCK_REQUEST_MS = 24 * 3600 * 1000
 MAX_NOTE = 4000
-CLOSED = ("closed", "false_positive")
 
 
 class Refused(Exception):
@@ -176,11 +177,13 @@ def act(conn: sqlite3.Connection, user: User, qid: int, op: str, value: str, not
         if item["status"] == "new":
             sets["status"] = "in_review"
     elif op == "status":
-        if value not in STATUSES:
-            raise BadAction(f"status: {value!r} is not one of {', '.join(STATUSES)}")
+        try:
+            change = transition(item["status"], value, now_ms, item["closed_at"])
+        except ValueError as exc:
+            raise BadAction(f"status: {exc}") from exc
         action = f"status:{value}"
         sets["status"] = value
-        sets["closed_at"] = now_ms if value in CLOSED else None
+        sets["closed_at"] = change.closed_at
     elif op == "assign":
         if value and value not in load_item(conn, user, qid, now_ms).assignees:
             raise BadAction(f"assignee: {value!r} is not a DSL or deputy DSL of this site")

@@ -6,52 +6,24 @@ import datetime as dt
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = ["ACTIONS", "ILLEGAL_CATEGORIES", "STATUSES", "category_label", "fmt_time",
-           "is_illegal", "known_categories"]
+           "is_illegal", "known_categories", "parse_date"]
 
-try:  # the rules package owns the category list; fall back to the id while it is being built
-    from rules import CATEGORIES as _CATEGORIES
-    from rules import ILLEGAL_CATEGORIES as _ILLEGAL
-except ImportError:  # pragma: no cover - only while rules/ is unfinished
-    _CATEGORIES, _ILLEGAL = {}, frozenset({"csam"})
+from collector.domain.vocabulary import (
+    ACTIONS,
+    ILLEGAL_CATEGORIES,
+    STATUS_LABELS,
+    category_label,
+    is_illegal,
+    known_categories,
+)
 
-ILLEGAL_CATEGORIES: frozenset[str] = frozenset(_ILLEGAL) | {"csam"}
-
-# The response matrix from the seed policies (action id -> label).
-ACTIONS: dict[str, str] = {
-    "refer_tutor": "Referred to class teacher / tutor",
-    "refer_head_of_year": "Referred to head of year / pastoral",
-    "refer_headteacher": "Referred to headteacher",
-    "refer_police": "Referred to police",
-    "refer_technical": "Referred to technical staff (filtering)",
-    "inform_parents": "Informed parents / carers",
-    "warning": "Warning given",
-    "further_sanction": "Further sanction",
-}
-STATUSES: dict[str, str] = {
-    "new": "New",
-    "in_review": "In review",
-    "actioned": "Actioned",
-    "closed": "Closed",
-    "false_positive": "False positive",
-}
+#: Status id -> label (the vocabulary's, under the name the templates use).
+STATUSES: dict[str, str] = STATUS_LABELS
 
 try:
     _TZ: dt.tzinfo = ZoneInfo("Europe/London")
 except ZoneInfoNotFoundError:  # pragma: no cover
     _TZ = dt.UTC
-
-
-def category_label(category: str) -> str:
-    return str(_CATEGORIES.get(category) or category.replace("_", " ").capitalize())
-
-
-def known_categories() -> list[str]:
-    """Category ids for the queue's filter (from the rules package, not a table scan)."""
-    return sorted(set(_CATEGORIES) | ILLEGAL_CATEGORIES)
-
-
-def is_illegal(category: str, refer_police: int | bool = 0) -> bool:
-    return bool(refer_police) or category in ILLEGAL_CATEGORIES
 
 
 def fmt_time(ms: int | None, seconds: bool = False) -> str:

@@ -13,7 +13,6 @@ from .labels import STATUSES, category_label, fmt_time, is_illegal, parse_date
 __all__ = ["PAGE_SIZE", "QueueFilters", "QueueRow", "queue_page", "user_sites"]
 
 PAGE_SIZE = 50
-OPEN_STATUSES = ("new", "in_review")
 
 
 @dataclass(frozen=True)

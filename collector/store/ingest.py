@@ -1,11 +1,12 @@
 """The one writer: a task that drains a queue, commits batches, then acknowledges.
 
 Streams hand in :class:`Work` (validated captures + where to send the answer). The writer
-takes everything waiting (up to ``batch_max`` captures), runs one ``Store.ingest`` call in its
-own thread (one transaction), and only after the commit sends each stream its ``Ack``. When
-the store cannot take writes (locked, disk full) nothing is acknowledged: each stream gets a
-``Backoff`` and then its stream is ended with ``UNAVAILABLE`` + ``retry-after-ms`` (so the
-agent resends everything in flight after the pause); the agent keeps the captures in its spool.
+takes everything waiting (up to ``batch_max`` captures), runs one ``IngestService.ingest``
+call in its own thread (one transaction), and only after the commit sends each stream its
+``Ack``. When the store cannot take writes (locked, disk full) nothing is acknowledged: each
+stream gets a ``Backoff`` and then its stream is ended with ``UNAVAILABLE`` + ``retry-after-ms``
+(so the agent resends everything in flight after the pause); the agent keeps the captures in
+its spool.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from collector.domain.scoring import Scorer
+from collector.domain.triage import TriagePolicy
+from collector.services.ingest import IngestService
 from collector.store.base import (
     Heartbeat,
     IngestResult,
@@ -26,7 +30,6 @@ from collector.store.base import (
     Store,
     StoreBusy,
 )
-from collector.triage import TriagePolicy
 from proto import vigil_pb2 as pb
 
 __all__ = ["Reply", "Work", "Writer"]
@@ -65,9 +68,11 @@ class Writer:
         backoff_ms: int = 5000,
         on_items: Callable[[list[QueueItemRow]], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
+        scorer: Scorer | None = None,
     ) -> None:
         self.store = store
         self.policy = policy
+        self.service = IngestService(store, policy, scorer)
         self.batch_max = batch_max
         self.queue_max = queue_max
         self.backoff_ms = backoff_ms
@@ -166,8 +171,8 @@ class Writer:
         captures = [c for w in batch.works for c in w.captures]
         now = int(self.clock() * 1000)
         result: IngestResult = await loop.run_in_executor(
-            self._executor, lambda: self.store.ingest(
-                captures, now, self.policy, batch.heartbeats, batch.acks))
+            self._executor, lambda: self.service.ingest(
+                captures, now, batch.heartbeats, batch.acks))
         self.stats["batches"] += 1
         self.stats["stored"] += len(result.stored_ids)
         self.stats["redelivered"] += len(result.existing_ids)

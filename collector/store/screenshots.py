@@ -12,7 +12,8 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
-__all__ = ["KEY_FILE", "ScreenshotError", "ensure_key", "read_screenshot", "write_screenshot"]
+__all__ = ["KEY_FILE", "ScreenshotError", "StagedScreenshots", "ensure_key", "read_screenshot",
+           "recover_staged", "screenshot_path", "write_screenshot"]
 
 KEY_FILE = "screenshot.key"
 _SAFE = re.compile(r"^screenshots/[A-Za-z0-9._-]+\.bin$")
@@ -32,9 +33,69 @@ def ensure_key(data_dir: Path) -> bytes:
     return path.read_bytes().strip()
 
 
+def screenshot_path(capture_id: str) -> str:
+    """The file a capture's screenshot lives in, relative to the data dir."""
+    return f"screenshots/{re.sub(r'[^A-Za-z0-9._-]', '_', capture_id)}.bin"
+
+
+class StagedScreenshots:
+    """Screenshots of one ingest batch, encrypted to ``.staged`` files BEFORE the transaction
+    and renamed into place only AFTER it commits, so a rolled-back batch leaves no file
+    behind and a committed row never points at a half-written one.
+
+    ``stage`` -> (transaction) -> ``publish(stored ids)`` or ``discard()``. A crash between
+    commit and publish leaves ``.staged`` files that :func:`recover_staged` settles at start.
+    """
+
+    def __init__(self, data_dir: Path, key: bytes) -> None:
+        self.data_dir = data_dir
+        self._fernet = Fernet(key)
+        self._staged: dict[str, Path] = {}
+
+    def stage(self, capture_id: str, png: bytes) -> str:
+        rel = screenshot_path(capture_id)
+        tmp = (self.data_dir / rel).with_suffix(".staged")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(self._fernet.encrypt(png))
+        self._staged[capture_id] = tmp
+        return rel
+
+    def publish(self, stored_ids: set[str]) -> int:
+        """Rename the stored captures' files into place; drop the rest (redeliveries)."""
+        n = 0
+        for cid, tmp in self._staged.items():
+            if cid in stored_ids:
+                os.replace(tmp, tmp.with_suffix(".bin"))
+                n += 1
+            else:
+                tmp.unlink(missing_ok=True)
+        self._staged.clear()
+        return n
+
+    def discard(self) -> None:
+        for tmp in self._staged.values():
+            tmp.unlink(missing_ok=True)
+        self._staged.clear()
+
+
+def recover_staged(data_dir: Path, stored: set[str]) -> tuple[int, int]:
+    """Settle ``.staged`` files left by a crash after commit: publish those whose path a
+    stored capture holds (``stored``: screenshot paths), delete the rest. (published, deleted)"""
+    published = deleted = 0
+    for tmp in sorted((data_dir / "screenshots").glob("*.staged")):
+        rel = f"screenshots/{tmp.with_suffix('.bin').name}"
+        if rel in stored:
+            os.replace(tmp, tmp.with_suffix(".bin"))
+            published += 1
+        else:
+            tmp.unlink(missing_ok=True)
+            deleted += 1
+    return published, deleted
+
+
 def write_screenshot(data_dir: Path, capture_id: str, png: bytes, key: bytes) -> str:
     """Encrypt ``png`` to a file and return its path relative to the data dir."""
-    rel = f"screenshots/{re.sub(r'[^A-Za-z0-9._-]', '_', capture_id)}.bin"
+    rel = screenshot_path(capture_id)
     path = data_dir / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from collector.domain.triage import TriagePolicy
+from collector.services.ingest import ingest
 from collector.store.base import (
     DeviceExists,
     Heartbeat,
@@ -21,7 +23,6 @@ from collector.store.base import (
     Store,
     TokenError,
 )
-from collector.triage import TriagePolicy
 
 DAY = 86_400_000
 T0 = 1_800_000_000_000
@@ -79,15 +80,15 @@ class StoreSuite:
         assert seeded.check_token(secret, T0).uses == 0  # a refused enrolment uses nothing
 
     def test_ingest_is_idempotent_and_merges_repeats(self, seeded: Store) -> None:
-        r1 = seeded.ingest([cap(1), cap(2, t=T0 + 1000)], T0, POLICY)
+        r1 = ingest(seeded, [cap(1), cap(2, t=T0 + 1000)], T0, POLICY)
         assert sorted(r1.stored_ids) == ["c1", "c2"] and len(r1.items) == 1
-        r2 = seeded.ingest([cap(2, t=T0 + 1000), cap(3, t=T0 + 2000)], T0, POLICY)
+        r2 = ingest(seeded, [cap(2, t=T0 + 1000), cap(3, t=T0 + 2000)], T0, POLICY)
         assert r2.existing_ids == ["c2"] and r2.stored_ids == ["c3"]
         item = seeded.get_queue_item(r1.items[0].id)
         assert item is not None and item.count == 3 and item.status == "new"
         assert seeded.capture_ids_for_item(item.id) == ["c1", "c2", "c3"]
         seeded.set_queue_status(item.id, "closed", "dsl1", T0 + 3000)
-        r3 = seeded.ingest([cap(4, t=T0 + 4000)], T0 + 4000, POLICY)
+        r3 = ingest(seeded, [cap(4, t=T0 + 4000)], T0 + 4000, POLICY)
         assert r3.items[0].id != item.id and r3.items[0].created
 
     def test_an_id_owned_by_another_device_is_a_conflict_not_a_redelivery(
@@ -95,15 +96,15 @@ class StoreSuite:
     ) -> None:
         _, secret = seeded.create_token("s1", "g1", 5, T0 + DAY, "test", T0)
         seeded.enrol_device(secret, "d-2", "pc-2", "linux", "1.0", "def", T0)
-        seeded.ingest([cap(1)], T0, POLICY)
-        r = seeded.ingest([cap(1, device="d-2"), cap(2, device="d-2")], T0, POLICY)
+        ingest(seeded, [cap(1)], T0, POLICY)
+        r = ingest(seeded, [cap(1, device="d-2"), cap(2, device="d-2")], T0, POLICY)
         assert r.conflicts == {("c1", "d-2")} and r.stored_ids == ["c2"]
         assert r.existing_ids == []
-        both = seeded.ingest([cap(3), cap(3, device="d-2")], T0, POLICY)  # same batch
+        both = ingest(seeded, [cap(3), cap(3, device="d-2")], T0, POLICY)  # same batch
         assert both.stored_ids == ["c3"] and both.conflicts == {("c3", "d-2")}
 
     def test_heartbeats_and_rules_acks(self, seeded: Store) -> None:
-        seeded.ingest([], T0, POLICY,
+        ingest(seeded, [], T0, POLICY,
                       heartbeats=[Heartbeat("d-1", T0 + 5, "2.0", 4, 12, 999, {"full": 3},
                                             "pupil", "pc-9", "linux")],
                       rules_acks=[RulesAckRow("d-1", 4, True, "", T0 + 5)])
@@ -121,7 +122,7 @@ class StoreSuite:
                                  expires_at=T0 + DAY)
         eid = seeded.add_exemption("exemption", "s1", "History: extremism topic", "tech", T0,
                                    category="radicalisation", expires_at=T0 + DAY)
-        r = seeded.ingest([cap(1, category="radicalisation", sev=4),
+        r = ingest(seeded, [cap(1, category="radicalisation", sev=4),
                            cap(2, category="radicalisation", sev=5)], T0 + 1, POLICY)
         assert r.stored_ids == ["c1", "c2"] and [i.severity for i in r.items] == [5]
         assert any(a["action"] == "exemption.add" and a["target"] == str(eid)
@@ -152,7 +153,7 @@ class StoreSuite:
 
     def test_purge_false_positives_closed_and_screenshots(self, seeded: Store,
                                                           tmp_path: Path) -> None:
-        r = seeded.ingest([cap(1, shot=b"png-bytes"), cap(2, rule="r2"), cap(3, rule="r3")],
+        r = ingest(seeded, [cap(1, shot=b"png-bytes"), cap(2, rule="r2"), cap(3, rule="r3")],
                           T0, POLICY)
         fp, closed, open_ = (i.id for i in r.items)
         seeded.set_queue_status(fp, "false_positive", "dsl", T0)

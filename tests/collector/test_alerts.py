@@ -18,6 +18,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from collector.alerts import Alerter
 from collector.config import AlertsConfig, SmtpConfig
+from collector.services.ingest import ingest
 from collector.store.sqlite import SqliteStore, open_store
 from tests.collector.store_suite import POLICY, T0, cap
 from tests.support.agent_client import AgentClient, make_capture
@@ -118,7 +119,7 @@ async def test_severity_five_emails_dsl_without_content_then_escalates(
                       AlertsConfig(ack_minutes=30), "https://vigil.school.test", clock)
     secret_text = cap(1, sev=5)
     secret_text.match, secret_text.context = "SECRET-MATCH", "SECRET-CONTEXT words"
-    result = store.ingest([secret_text], T0, POLICY)
+    result = ingest(store, [secret_text], T0, POLICY)
     await alerter.on_items(result.items)
     await inbox.wait(1)
     (to, msg), = inbox.messages
@@ -149,7 +150,7 @@ async def test_acknowledged_alert_is_not_escalated(store: SqliteStore, inbox: In
     clock = Clock(T0 / 1000)
     alerter = Alerter(store, _run, SmtpConfig(host="127.0.0.1", port=inbox.port),
                       AlertsConfig(ack_minutes=30), "https://v", clock)
-    result = store.ingest([cap(1, sev=5)], T0, POLICY)
+    result = ingest(store, [cap(1, sev=5)], T0, POLICY)
     await alerter.on_items(result.items)
     await inbox.wait(1)
     store.acknowledge_alerts(result.items[0].id, "dsl1", int(clock.t * 1000))
@@ -161,7 +162,7 @@ async def test_acknowledged_alert_is_not_escalated(store: SqliteStore, inbox: In
 async def test_low_priority_is_not_alerted(store: SqliteStore, inbox: Inbox) -> None:
     alerter = Alerter(store, _run, SmtpConfig(host="127.0.0.1", port=inbox.port),
                       AlertsConfig(min_priority=110), "https://v", Clock(T0 / 1000))
-    result = store.ingest([cap(1, sev=2)], T0, POLICY)
+    result = ingest(store, [cap(1, sev=2)], T0, POLICY)
     await alerter.on_items(result.items)
     assert store.alerts_for_item(result.items[0].id) == [] and inbox.messages == []
 

@@ -11,8 +11,9 @@ import pytest
 
 from collector.cli import build_parser
 from collector.config import ConfigError, load_config
+from collector.domain.triage import TriagePolicy
+from collector.services.ingest import ingest
 from collector.store.sqlite import open_store
-from collector.triage import TriagePolicy
 from tests.collector.store_suite import cap
 from tests.support.collector import TEST_RULES
 
@@ -128,7 +129,7 @@ def test_tokens_devices_and_purge(data_dir: Path) -> None:
         store.ensure_site("s1", "s1", now)
         c = cap(1, device="d-old", t=now - 40 * 86_400_000, shot=b"png")
         c.site_id = "default"
-        item = store.ingest([c], now - 40 * 86_400_000, TriagePolicy()).items[0]
+        item = ingest(store, [c], now - 40 * 86_400_000, TriagePolicy()).items[0]
         store.set_queue_status(item.id, "false_positive", "dsl", now - 31 * 86_400_000)
     finally:
         store.close()

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import triage
-from collector.triage import CaptureFacts, Exemption, OpenItem, TriagePolicy, UserHistory
+from collector.domain import triage
+from collector.domain.triage import CaptureFacts, Exemption, OpenItem, TriagePolicy, UserHistory
 
 T0 = int(dt.datetime(2026, 3, 2, 10, 0, tzinfo=ZoneInfo("Europe/London")).timestamp() * 1000)
 HOUR = 3_600_000

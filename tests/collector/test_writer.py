@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from collector.store.base import IngestResult, NewCapture
+from collector.domain.triage import TriagePolicy
 from collector.store.ingest import Work, Writer
 from collector.store.sqlite import SqliteStore, open_store
-from collector.triage import TriagePolicy
 from proto import vigil_pb2 as pb
 from tests.collector.store_suite import DAY, T0, cap
 from tests.support.agent_client import make_capture
@@ -20,10 +19,10 @@ from tests.support.collector import RunningCollector
 class PoisonStore(SqliteStore):
     """The real store, except that any batch containing capture 'c-poison' raises a bug."""
 
-    def ingest(self, captures: Sequence[NewCapture], *args: Any, **kw: Any) -> IngestResult:
-        if any(c.id == "c-poison" for c in captures):
+    def insert_captures(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        if any(r[0] == "c-poison" for r in rows):
             raise RuntimeError("simulated bug on one capture")
-        return super().ingest(captures, *args, **kw)
+        super().insert_captures(rows)
 
 
 async def test_one_bad_stream_does_not_block_the_others(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from collector.domain.vocabulary import ILLEGAL_CATEGORIES, OPEN_STATUSES, STATUSES
+
 __all__ = [
     "ILLEGAL_CATEGORIES",
     "OPEN_STATUSES",
@@ -40,10 +42,6 @@ __all__ = [
     "score",
 ]
 
-STATUSES = ("new", "in_review", "actioned", "closed", "false_positive")
-OPEN_STATUSES = frozenset({"new", "in_review"})
-#: Mirrors rules.ILLEGAL_CATEGORIES (kept here so triage stays a pure leaf module).
-ILLEGAL_CATEGORIES = frozenset({"csam"})
 DAY_MS = 24 * 3600 * 1000
 
 Key = tuple[str, str, str]  # device id, os user, rule id
