@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from collector.services.estate import EstateService
 from collector.store.base import DeviceExists, Store, TokenError
 from collector.stream import abort
 from collector.tls import CsrError, Pki
@@ -61,7 +62,8 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
         bucket: TokenBucket,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store, self.run, self.pki = store, run, pki
+        self.run, self.pki = run, pki
+        self.estate = EstateService(store, lambda: int(self.clock() * 1000))
         self.rules_public_key = rules_public_key
         self.bucket = bucket
         self.clock = clock
@@ -85,15 +87,13 @@ class EnrollmentService(pb_grpc.EnrollmentServicer):
         if len(request.csr_pem) > 16_384:
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                         "csr_pem is larger than 16384 bytes", None)
-        now = int(self.clock() * 1000)
         try:
-            await self.run(self.store.check_token, request.token, now)
+            await self.run(self.estate.check_token, request.token)
             issued = self.pki.issue_device_cert(request.csr_pem)
             device = await self.run(
-                self.store.enrol_device, request.token, issued.device_id,
+                self.estate.enrol, request.token, issued.device_id,
                 safe_text(request.hostname[:255]) or "unknown", safe_text(request.os[:64]),
-                safe_text(request.agent_version[:64]),
-                issued.serial, now)
+                safe_text(request.agent_version[:64]), issued.serial)
         except TokenError as exc:
             log.info("enrolment refused from %s: %s", context.peer(), exc)
             await abort(context, grpc.StatusCode.PERMISSION_DENIED,

@@ -22,6 +22,7 @@ import grpc
 
 from collector.artefacts import ArtefactStore, FetchLimit
 from collector.fanout import Connection, Hub
+from collector.services.estate import EstateService
 from collector.store.base import DeviceRow, Heartbeat, RulesAckRow, Store
 from collector.store.ingest import Work, Writer
 from collector.tls import device_id_from_cert_pem
@@ -202,7 +203,8 @@ class CollectorService(pb_grpc.CollectorServicer):
         check_rules: bool = True,
         rules_retry_ms: int = 2000,
     ) -> None:
-        self.store, self.run, self.writer, self.hub = store, run, writer, hub
+        self.run, self.writer, self.hub = run, writer, hub
+        self.estate = EstateService(store, lambda: int(self.clock() * 1000))
         self.max_connections, self.retry_after_ms = max_connections, retry_after_ms
         self.limits, self.settings, self.clock = limits, settings, clock
         self.artefacts, self.fetch_limit = artefacts, fetch_limit or FetchLimit(50)
@@ -217,7 +219,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             await abort(context, grpc.StatusCode.UNAUTHENTICATED,
                         "a client certificate is required", None)
         device_id, serial = device_id_from_cert_pem(certs[0])
-        device = await self.run(self.store.get_device, device_id)
+        device = await self.run(self.estate.device, device_id)
         if device is None:
             await abort(context, grpc.StatusCode.UNAUTHENTICATED,
                         f"device {device_id} is not enrolled here; enrol it first", None)
@@ -386,7 +388,7 @@ class CollectorService(pb_grpc.CollectorServicer):
             conn.configured_for = hb.os_user
             band: str | None = None
             if hb.os_user:
-                band = await self.run(self.store.pupil_age_band, conn.device.site_id,
+                band = await self.run(self.estate.pupil_age_band, conn.device.site_id,
                                       hb.os_user)
             s = self.settings
             conn.send(pb.CollectorMessage(config=pb.AgentConfig(
