@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,3 +172,83 @@ class StoreSuite:
         assert seeded.get_queue_item(open_) is not None  # open work is never purged
         gone = seeded.purge(T0 + 400 * DAY, policy)
         assert gone.audit_rows > 0 and seeded.audit_rows() == []
+
+    # -- the services layer over this backend ---------------------------------------------
+    def test_audit_refuses_capture_content_from_any_caller(self, seeded: Store) -> None:
+        with pytest.raises(ValueError, match="capture content"):
+            seeded.audit("cli:me", "capture.view", "x", "s1", {"context": "kill myself"})
+        assert seeded.audit_rows("capture.view") == []
+
+    def test_a_rolled_back_batch_leaves_no_screenshot_and_acks_nothing(
+        self, seeded: Store, tmp_path: Path
+    ) -> None:
+        class Boom(Exception):
+            pass
+
+        real = seeded.insert_captures
+
+        def fail(rows: Any) -> None:
+            real(rows)
+            raise Boom  # after the rows were written, before commit
+
+        seeded.insert_captures = fail  # type: ignore[method-assign]
+        with pytest.raises(Boom):
+            ingest(seeded, [cap(1, shot=b"png-1"), cap(2, rule="r2")], T0, POLICY)
+        seeded.insert_captures = real  # type: ignore[method-assign]
+        assert seeded.capture_owners(["c1", "c2"]) == {}
+        assert list((tmp_path / "screenshots").glob("*")) == []
+        # the resend after the failure stores both, and the screenshot lands after commit
+        r = ingest(seeded, [cap(1, shot=b"png-1"), cap(2, rule="r2")], T0, POLICY)
+        assert sorted(r.stored_ids) == ["c1", "c2"]
+        assert [p.name for p in (tmp_path / "screenshots").iterdir()] == ["c1.bin"]
+
+    def test_a_redelivered_screenshot_is_not_written_twice(self, seeded: Store,
+                                                          tmp_path: Path) -> None:
+        ingest(seeded, [cap(1, shot=b"png-1")], T0, POLICY)
+        before = (tmp_path / "screenshots" / "c1.bin").read_bytes()
+        r = ingest(seeded, [cap(1, shot=b"png-other")], T0, POLICY)
+        assert r.existing_ids == ["c1"]
+        assert (tmp_path / "screenshots" / "c1.bin").read_bytes() == before
+        assert sorted(p.name for p in (tmp_path / "screenshots").iterdir()) == ["c1.bin"]
+
+    def test_one_batch_triages_many_pupils_and_rules_at_once(self, seeded: Store) -> None:
+        # 3 pupils x 4 rules x 5 repeats in one batch: 12 items, counts of 5, and each
+        # pupil's later items rank higher than the first (repetition and escalation).
+        caps = [cap(100 * u + 10 * r + k, user=f"u{u}", rule=f"r{r}", t=T0 + 1000 * k,
+                    category=("self_harm", "bullying", "drugs", "gambling")[r])
+                for u in range(3) for r in range(4) for k in range(5)]
+        res = ingest(seeded, caps, T0, POLICY)
+        assert len(res.stored_ids) == 60 and len(res.items) == 12
+        assert {i.count for i in res.items} == {5}
+        again = ingest(seeded, [cap(9999, user="u0", rule="r0", t=T0 + 9000)], T0, POLICY)
+        merged = again.items[0]
+        assert not merged.created and merged.count == 6
+        assert {i.id for i in res.items} >= {merged.id}
+
+    def test_status_changes_go_through_the_lifecycle(self, seeded: Store) -> None:
+        item = ingest(seeded, [cap(1)], T0, POLICY).items[0]
+        seeded.set_queue_status(item.id, "closed", "dsl", T0 + 10)
+        with pytest.raises(ValueError, match="cannot go back to 'new'"):
+            seeded.set_queue_status(item.id, "new", "dsl", T0 + 20)
+        with pytest.raises(ValueError, match="status must be one of"):
+            seeded.set_queue_status(item.id, "deleted", "dsl", T0 + 20)
+        seeded.set_queue_status(item.id, "in_review", "dsl", T0 + 30)  # reopened
+        again = ingest(seeded, [cap(2, t=T0 + 40)], T0 + 40, POLICY)
+        assert again.items[0].id == item.id  # an open item takes merges again
+
+    def test_a_collector_side_scorer_may_raise_never_lower(self, seeded: Store) -> None:
+        from collector.domain.scoring import Rescore
+        from collector.services.ingest import IngestService
+
+        class Raise:
+            name = "test"
+
+            def rescore(self, captures: Any) -> list[Rescore]:
+                return [Rescore("c1", 5, 0.97, "collector scorer: 0.97"),
+                        Rescore("c2", 1, 0.10, "collector scorer: 0.10")]
+
+        svc = IngestService(seeded, POLICY, Raise())
+        r = svc.ingest([cap(1, sev=3), cap(2, sev=3, rule="r2")], T0)
+        sev = {i.rule_id: i.severity for i in r.items}
+        assert sev == {"r1": 5, "r2": 3}
+        assert next(i for i in r.items if i.rule_id == "r1").pinned
