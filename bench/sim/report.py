@@ -60,8 +60,9 @@ def _summary_rows(r: dict[str, Any]) -> list[str]:
                 rows.append(f"| rule fan-out to {n:,} agents | not measured | "
                             f"{'≤ 5 s' if n == 10_000 else '-'} | - |")
                 continue
-            med = st["fanout"]["median_all_acked_s"]
-            rows.append(f"| rule fan-out: `rules publish` → all {n:,} agents sent RulesAck "
+            med = st["fanout"].get("median_all_stored_s")
+            rows.append(f"| rule fan-out: `rules publish` → every one of {n:,} agents "
+                        f"verified the bundle and its RulesAck is stored "
                         f"(median of {len(st['fanout']['runs'])}) | {_f(med, '.2f', ' s')} | "
                         f"{'≤ 5 s' if n == 10_000 else '-'} | "
                         f"{_met(med is not None and med <= 5) if n == 10_000 else '-'} |")

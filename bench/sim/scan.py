@@ -92,7 +92,12 @@ def stage(c: RunningCollector, fleet: Fleet, new: list[Identity], rules_dir: Pat
         if prof.summary:
             runs[-1]["profile"] = prof.summary
     done = [r["all_acked_s"] for r in runs if r["all_acked_s"] is not None]
+    # The headline stops the clock when the collector has STORED every agent's RulesAck
+    # (a run where some ack never reached the store counts as not done).
+    stored = [r["all_stored_s"] for r in runs if r["all_stored_s"] is not None]
     result["fanout"] = {"runs": runs,
-                        "median_all_acked_s": statistics.median(done) if done else None}
+                        "median_all_acked_s": statistics.median(done) if done else None,
+                        "median_all_stored_s": (statistics.median(stored)
+                                                if len(stored) == len(runs) else None)}
     result["errors"] = fleet.stats()["errors"]
     return result
