@@ -8,6 +8,7 @@ the key and the fix.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import platformdirs
 
 __all__ = [
+    "DATA_DIR_ENV",
     "AlertsConfig",
     "Config",
     "ConfigError",
@@ -24,6 +26,7 @@ __all__ = [
     "RetentionConfig",
     "ServerConfig",
     "SmtpConfig",
+    "StoreConfig",
     "TriageConfig",
     "default_data_dir",
     "load_config",
@@ -34,8 +37,15 @@ class ConfigError(Exception):
     """A configuration problem; the message names the file, the key and the fix."""
 
 
+#: Names the data dir for every command run without ``--data-dir`` (scripts/quickstart's
+#: env file sets it to the demo's collector).
+DATA_DIR_ENV = "VIGIL_COLLECTOR_DATA_DIR"
+
+
 def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir("vigil-collector"))
+    """``$VIGIL_COLLECTOR_DATA_DIR``, else platformdirs' user data dir for vigil-collector."""
+    override = os.environ.get(DATA_DIR_ENV)
+    return Path(override) if override else Path(platformdirs.user_data_dir("vigil-collector"))
 
 
 @dataclass
@@ -113,6 +123,15 @@ class RetentionConfig:
 
 
 @dataclass
+class StoreConfig:
+    # "" = the embedded SQLite file <data dir>/vigil.db; "postgresql://user@host:5432/vigil"
+    # = PostgreSQL (several collectors may share it). `serve --store URL` overrides it.
+    url: str = ""
+    trust_id: str = "default"             # tenant label on every PostgreSQL row
+    pool_max: int = 8                     # PostgreSQL connections per store, per process
+
+
+@dataclass
 class Config:
     data_dir: Path = field(default_factory=default_data_dir)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -122,6 +141,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     @property
     def db_path(self) -> Path:

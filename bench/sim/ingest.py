@@ -22,7 +22,7 @@ from .meter import Meter, summary
 from .mix import CaptureMix
 from .profile import Profile
 
-__all__ = ["burst", "raw_executemany", "split"]
+__all__ = ["burst", "raw_executemany", "raw_screenshot_writes", "split", "store_only"]
 
 _SOURCE = {1: "keys", 2: "window", 3: "media"}
 _INSERT = ("INSERT INTO captures (id, device_id, site_id, os_user, hostname, time_ms, "
@@ -92,21 +92,22 @@ def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
     return {"captures": n, "seconds": elapsed, "captures_per_s": n / elapsed}
 
 
-def store_only(streams: int, per_stream: int, batch: int = 100, commit: int = 5000
-               ) -> dict[str, Any]:
-    """The collector's own ``IngestService.ingest`` (dedupe check, triage, queue items, insert) on
-    the same mix with no gRPC: batches from ``streams`` devices interleaved as the writer
-    gathers them, ``commit`` captures per transaction (the writer's ``batch_max``)."""
+def store_only(streams: int, per_stream: int, batch: int = 100, commit: int = 5000,
+               screenshot_bytes: int = 0, store_url: str | None = None) -> dict[str, Any]:
+    """The collector's own ``IngestService.ingest`` (dedupe check, triage, queue items,
+    insert, screenshots staged then published after commit) on the same mix with no gRPC:
+    batches from ``streams`` devices interleaved as the writer gathers them, ``commit``
+    captures per transaction (the writer's ``batch_max``). ``store_url``: a PostgreSQL URL
+    (an empty database) instead of a fresh SQLite file."""
     from collector.domain.triage import TriagePolicy
     from collector.services.ingest import IngestService
     from collector.store.base import DeviceRow
-    from collector.store.sqlite import open_store
     from collector.validate import Limits, to_new_capture
 
     now = int(time.time() * 1000)
     devs = [DeviceRow(f"d-{i:05d}", "default", "secondary", "secondary", f"sim-{i}", "linux",
                       "sim", 1, 0, 0, {}, "", "s", now, now, None) for i in range(streams)]
-    mixes = [CaptureMix(i) for i in range(streams)]
+    mixes = [CaptureMix(i, screenshot_bytes=screenshot_bytes) for i in range(streams)]
     caps = []
     for _ in range(per_stream // batch):
         for dev, mix in zip(devs, mixes, strict=True):
@@ -115,8 +116,11 @@ def store_only(streams: int, per_stream: int, batch: int = 100, commit: int = 50
                 assert not isinstance(nc, str), nc
                 caps.append(nc)
     policy = TriagePolicy()
+    shots = sum(1 for c in caps if c.screenshot)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-store-") as d:
-        store = open_store(Path(d) / "s.db", Path(d))
+        store = _open(Path(d), store_url)
+        for dev in devs[:1]:
+            store.ensure_site(dev.site_id, "Bench", now)
         service = IngestService(store, policy)
         try:
             t0 = time.perf_counter()
@@ -124,7 +128,41 @@ def store_only(streams: int, per_stream: int, batch: int = 100, commit: int = 50
                 service.ingest(caps[k:k + commit], now)
             elapsed = time.perf_counter() - t0
             items = store.db.scalar("SELECT COUNT(*) FROM queue_items")
+            files = len(list((Path(d) / "screenshots").glob("*.bin")))
         finally:
             store.close()
-    return {"captures": len(caps), "seconds": elapsed, "captures_per_s": len(caps) / elapsed,
-            "queue_items": items, "commit": commit}
+    return {"backend": "postgresql" if store_url else "sqlite", "captures": len(caps),
+            "seconds": elapsed, "captures_per_s": len(caps) / elapsed, "queue_items": items,
+            "commit": commit, "screenshots": shots, "screenshot_files": files,
+            "screenshot_bytes": screenshot_bytes,
+            "screenshots_per_s": shots / elapsed if shots else None}
+
+
+def _open(d: Path, store_url: str | None) -> Any:
+    if store_url is None:
+        from collector.store.sqlite import open_store
+
+        return open_store(d / "s.db", d)
+    from collector.store.postgres import open_postgres_store  # type: ignore[import-not-found]
+
+    return open_postgres_store(store_url, d)
+
+
+def raw_screenshot_writes(n: int, size: int) -> dict[str, Any]:
+    """The ceiling for screenshots: ``n`` files of ``size`` bytes encrypted as the collector
+    does (collector.store.screenshots.encrypt) and written + renamed into place, no database."""
+    import os
+    import random
+
+    from collector.store.screenshots import encrypt
+
+    data = random.Random(3).randbytes(size)
+    key = os.urandom(32)
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-shots-") as d:
+        t0 = time.perf_counter()
+        for i in range(n):
+            tmp = Path(d) / f"{i}.staged"
+            tmp.write_bytes(encrypt(key, f"screenshots/{i}.bin", data))
+            os.replace(tmp, tmp.with_suffix(".bin"))
+        elapsed = time.perf_counter() - t0
+    return {"files": n, "bytes": size, "seconds": elapsed, "files_per_s": n / elapsed}

@@ -37,8 +37,15 @@ class CaptureMix:
     """Makes captures with the mix above. Ids are UUIDv7, as the agent makes them (the
     collector's idempotency key; time-ordered, so the primary-key index grows at its end)."""
 
-    def __init__(self, seed: int, os_user: str = "", hostname: str = "sim") -> None:
+    def __init__(self, seed: int, os_user: str = "", hostname: str = "sim",
+                 screenshot_bytes: int = 0, screenshot_min_severity: int = 4) -> None:
+        """``screenshot_bytes`` > 0: captures at or above ``screenshot_min_severity`` (the
+        agent's default is 4, so about 7 % of this mix) carry a screenshot of that size
+        (incompressible bytes, as a PNG is); never for csam, as the agent does."""
         self.rng = random.Random(seed)
+        self.screenshot_bytes = screenshot_bytes
+        self.screenshot_min_severity = screenshot_min_severity
+        self._shot = random.Random(seed ^ 0x5C).randbytes(screenshot_bytes)
         self.os_user, self.hostname = os_user or f"pupil-{seed}", hostname
         self._sev = list(SEVERITY_WEIGHTS)
         self._w = list(SEVERITY_WEIGHTS.values())
@@ -49,7 +56,10 @@ class CaptureMix:
         cat = rng.choice(_CATEGORIES[sev])
         t = now_ms if now_ms is not None else int(time.time() * 1000)
         word = f"phrase{rng.randrange(40)}"
+        shot = (self._shot if self.screenshot_bytes and sev >= self.screenshot_min_severity
+                and cat != "csam" else b"")
         return pb.Capture(
+            screenshot_png=shot,
             id=str(uuid6.uuid7()), os_user=self.os_user,
             time_unix_ms=t, last_time_unix_ms=t, count=1, source=rng.choice(_SOURCES),
             rule_id=f"{cat}.r{rng.randrange(3)}", category=cat, severity=sev, match=word,

@@ -222,13 +222,12 @@ class PostgresDb:
         if getattr(self._local, "conn", None) is not None:
             yield self
             return
-        with self._conn() as conn:
-            with conn.transaction():
-                self._local.conn = conn
-                try:
-                    yield self
-                finally:
-                    self._local.conn = None
+        with self._conn() as conn, conn.transaction():
+            self._local.conn = conn
+            try:
+                yield self
+            finally:
+                self._local.conn = None
 
     @contextmanager
     def scoped(self, role: str, settings: dict[str, str]) -> Iterator[PostgresDb]:
