@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
 from .config import Config, ConfigError, load_config
 from .enrol import EnrolError, enroll
-from .paths import DataDir
+from .paths import DATA_DIR_ENV, DataDir
 
 __all__ = ["main"]
 
@@ -34,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp: argparse.ArgumentParser, config: bool = True) -> None:
         sp.add_argument("--data-dir", type=Path, help="where the agent keeps its key, "
-                        "certificates, rules and spool (default: the user data dir)")
+                        f"certificates, rules and spool (default: ${DATA_DIR_ENV}, else the "
+                        "user data dir, ~/.local/share/vigil-agent on Linux)")
         if config:
             sp.add_argument("--config", type=Path, help="TOML config file ([agent] table)")
 
@@ -61,10 +63,37 @@ def _parser() -> argparse.ArgumentParser:
                        description="Read-only: works while the agent is running.")
     common(s)
 
-    c = sub.add_parser("install-check", help="check display, keyboard and media access",
-                       description="Check this machine can run the agent.")
-    c.add_argument("--config", type=Path, help="TOML config file ([agent] table)")
+    c = sub.add_parser("install-check", help="check display, keyboard, media and enrolment",
+                       description="Check this machine can run the agent: the desktop "
+                       "session's display and keyboard (when run inside one), removable media, "
+                       "and the enrolment and agent in the data dir.")
+    common(c)
     return p
+
+
+def _where(args: argparse.Namespace, data: DataDir) -> str:
+    """How the data dir was chosen, for "not found" messages."""
+    if args.data_dir:
+        return "given by --data-dir"
+    if os.environ.get(DATA_DIR_ENV):
+        return f"from ${DATA_DIR_ENV}"
+    if data.shared_identity:
+        return "this user's session folder of the machine-wide install"
+    return f"the default: no --data-dir and ${DATA_DIR_ENV} is not set"
+
+
+def _not_found(args: argparse.Namespace, data: DataDir) -> str | None:
+    """None when *data* holds an agent (enrolled, or one that has run); else what to do."""
+    if data.device_json.exists() or data.state_json.exists() or data.spool.exists():
+        return None
+    lines = [f"Not found: no agent in {data.root} ({_where(args, data)}).",
+             f"To see another agent, pass --data-dir DIR or set {DATA_DIR_ENV}=DIR; "
+             "to set one up here, run: vigil-agent enroll --server HOST:PORT --token TOKEN "
+             "--ca CA.pem"]
+    demo = Path.cwd() / ".vigil-demo" / "env"
+    if demo.is_file() and not os.environ.get(DATA_DIR_ENV):
+        lines.append(f"For the quickstart demo, first run: . {demo}")
+    return "\n".join(lines)
 
 
 def _setup_logging(data: DataDir, verbose: bool) -> None:
@@ -96,13 +125,14 @@ def _run(data: DataDir, config: Config, verbose: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        data = DataDir.resolve(args.data_dir)
         if args.command == "install-check":
             from .status import install_check
 
-            ok, report = install_check(load_config(args.config))
+            ok, report = install_check(load_config(args.config), data,
+                                       _not_found(args, data))
             print(report)
             return 0 if ok else 1
-        data = DataDir.resolve(args.data_dir)
         if args.command == "enroll" and args.machine:
             from .paths import machine_device_dir
 
@@ -119,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             from .status import status_report
 
             print(status_report(data, config))
+            missing = _not_found(args, data)
+            if missing:
+                print(missing)
             return 0
         return _run(data, config, args.verbose)
     except (ConfigError, EnrolError, UsageError) as exc:

@@ -32,11 +32,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEVICE_DIR_ENV", "DataDir", "default_data_dir", "machine_device_dir",
-           "machine_root", "machine_session_dir", "session_folder_name", "session_user"]
+__all__ = ["DATA_DIR_ENV", "DEVICE_DIR_ENV", "DataDir", "default_data_dir",
+           "machine_device_dir", "machine_root", "machine_session_dir", "session_folder_name",
+           "session_user"]
 
 #: Overrides where the device identity is looked for (tests, unusual installs).
 DEVICE_DIR_ENV = "VIGIL_DEVICE_DIR"
+#: Names the data folder for every command run without ``--data-dir`` (scripts/quickstart's
+#: env file sets it to the demo agent's folder).
+DATA_DIR_ENV = "VIGIL_AGENT_DATA_DIR"
 
 
 def default_data_dir() -> Path:
@@ -100,9 +104,10 @@ class DataDir:
 
     @classmethod
     def resolve(cls, path: str | Path | None, device: str | Path | None = None) -> DataDir:
-        """*path* (or the user data dir), with the device identity from *device*, else
-        ``$VIGIL_DEVICE_DIR``, else the machine-wide device folder when the installer made
-        one, else *path* itself."""
+        """*path* (else ``$VIGIL_AGENT_DATA_DIR``, else this user's session folder or data
+        dir), with the device identity from *device*, else ``$VIGIL_DEVICE_DIR``, else the
+        machine-wide device folder when the installer made one, else *path* itself."""
+        path = path or os.environ.get(DATA_DIR_ENV) or None
         found = Path(device) if device else _installed_device_dir()
         if path:
             return cls(Path(path), found)

@@ -72,10 +72,14 @@ def status_report(data: DataDir, config: Config) -> str:
                 line += f": {h['error']}"
             lines.append(line)
         down = [n for n, h in (state.get("sources") or {}).items()
-                if isinstance(h, dict) and h.get("state") in ("restarting", "failed")]
+                if isinstance(h, dict) and h.get("state") in ("restarting", "failed")
+                and n != "password_fields"]
         if down:
             lines.append("WARNING: not monitoring " + ", ".join(sorted(down))
                          + " right now (the agent keeps retrying)")
+        fields = (state.get("sources") or {}).get("password_fields")
+        if isinstance(fields, dict):
+            lines.append(_password_line(fields))
         if state.get("keys_excluded"):
             lines.append(f"Typed keys: not matched in the focused window "
                          f"({state['keys_excluded']})")
@@ -96,13 +100,29 @@ def status_report(data: DataDir, config: Config) -> str:
     return "\n".join(lines)
 
 
-def install_check(config: Config) -> tuple[bool, str]:
-    """Check this machine can run the agent: display server, keyboard access, media."""
+def _password_line(h: dict[str, Any]) -> str:
+    if h.get("state") == "running":
+        return ("Password fields: told apart through the accessibility bus (AT-SPI); keys "
+                "typed into them are never matched")
+    return ("Password fields: DEGRADED, cannot tell password fields apart ("
+            + str(h.get("error") or h.get("state")) + "); sign-in pages are excluded by "
+            "window title instead. Turn accessibility on (see docs/security.md)")
+
+
+def install_check(config: Config, data: DataDir | None = None,
+                  not_found: str | None = None) -> tuple[bool, str]:
+    """Check this machine can run the agent: display server, keyboard access, media, and
+    (with *data*) the enrolment and the agent there. *not_found* says where an agent was
+    looked for when *data* holds none.
+
+    Outside a desktop session (no display) the display and keyboard cannot be checked: that
+    is said plainly and is not a failure of the install."""
     from .platform import backend_name
 
     name = backend_name()
     lines = [f"Backend: {name}"]
     ok = True
+    in_session = True
     if name == "x11":
         try:
             from Xlib import display
@@ -124,8 +144,12 @@ def install_check(config: Config) -> tuple[bool, str]:
         lines.append("Display server: Wayland: window titles and keys are not available to "
                      "ordinary programs; only removable media will be watched")
     elif name == "headless":
-        ok = False
-        lines.append("Display server: none (DISPLAY not set): run inside the desktop session")
+        in_session = False
+        lines.append("Display server: none here: DISPLAY is not set, so this shell is not in "
+                     "a desktop session. That is not a fault of the install: the agent runs "
+                     "in each pupil's desktop session, so window titles and keys can only be "
+                     "checked from there (run install-check in a terminal in that session, "
+                     "or with DISPLAY set to its display)")
     elif name in ("windows", "macos"):
         from .backends.checks import os_checks
 
@@ -148,5 +172,37 @@ def install_check(config: Config) -> tuple[bool, str]:
         except OSError as exc:
             ok = False
             lines.append(f"Media detection: cannot watch the mount table ({exc})")
-    lines.append("Result: " + ("OK" if ok else "PROBLEMS FOUND"))
+    if data is not None:
+        lines.extend(_data_dir_lines(data, enrolment=name in ("x11", "wayland", "headless")))
+    if not_found:
+        lines.append(not_found)
+    if not ok:
+        lines.append("Result: PROBLEMS FOUND")
+    elif in_session:
+        lines.append("Result: OK")
+    else:
+        lines.append("Result: OK for what can be checked outside a desktop session "
+                     "(display and keyboard not checked)")
     return ok, "\n".join(lines)
+
+
+def _data_dir_lines(data: DataDir, enrolment: bool) -> list[str]:
+    """Enrolment (where the OS checks do not probe it) and the agent running from *data*."""
+    lines: list[str] = []
+    if enrolment:
+        device = load_device(data)
+        lines.append(f"Enrolment: device {device.device_id}, collector {device.collector} "
+                     f"(identity in {data.identity})" if device else
+                     f"Enrolment: not enrolled (no {data.device_json}): captures stay in the "
+                     "spool until `vigil-agent enroll` is run")
+    state = _json(data.state_json)
+    if bool(state.get("running")) and _alive(int(state.get("pid", 0) or 0)):
+        sources = state.get("sources") or {}
+        health = ", ".join(f"{n} {h.get('state')}" for n, h in sorted(sources.items())
+                           if isinstance(h, dict))
+        lines.append(f"Agent: running (pid {state.get('pid')}) from {data.root}; "
+                     + ("connected" if state.get("connected") else "not connected")
+                     + (f"; sources: {health}" if health else ""))
+    else:
+        lines.append(f"Agent: not running from {data.root}")
+    return lines

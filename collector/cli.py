@@ -1,7 +1,8 @@
 """``vigil-collector``: set up, run and administer the collector.
 
 Every command that changes something is written to the audit log as ``cli:<os user>``.
-Errors are one clear line on stderr and exit status 2.
+Errors are one clear line on stderr and exit status 2. ``--help`` shows ``_DESCRIPTION``,
+which is plain text: this docstring's markup would show literally in a terminal.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import getpass
 import importlib
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -20,11 +22,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "parse_duration"]
+__all__ = ["main", "not_found", "parse_duration"]
 
 _DUR = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AGE_BANDS = ("primary", "secondary", "sixth_form", "staff")
+#: Shown by ``vigil-collector --help``: plain text, as a terminal shows it.
+_DESCRIPTION = """\
+Set up, run and administer the Vigil collector.
+
+Every command works on one data dir: --data-dir DIR, else $VIGIL_COLLECTOR_DATA_DIR, else the
+user data dir. scripts/quickstart writes an env file that sets it to the demo's collector.
+Every command that changes something is written to the audit log as cli:<os user>.
+Errors are one clear line on stderr and exit status 2."""
 
 
 class CliError(Exception):
@@ -65,13 +75,43 @@ def _cfg(args: argparse.Namespace) -> Any:
     return cfg
 
 
+def _where(args: argparse.Namespace) -> str:
+    """How the data dir was chosen, for "not found" messages."""
+    from collector.config import DATA_DIR_ENV
+
+    if getattr(args, "data_dir", None):
+        return "given by --data-dir"
+    if os.environ.get(DATA_DIR_ENV):
+        return f"from ${DATA_DIR_ENV}"
+    return f"the default: no --data-dir and ${DATA_DIR_ENV} is not set"
+
+
+def not_found(args: argparse.Namespace, data_dir: Path, missing: Path) -> str:
+    """Where we looked, why there, and what to do."""
+    from collector.config import DATA_DIR_ENV
+
+    text = (f"no collector data dir at {data_dir} ({_where(args)}; {missing} does not "
+            f"exist). Name the collector's data dir with --data-dir DIR or ${DATA_DIR_ENV}; "
+            f"to make a new one, run `vigil-collector init --data-dir {data_dir}`")
+    demo = Path.cwd() / ".vigil-demo" / "env"
+    if demo.is_file() and not os.environ.get(DATA_DIR_ENV):
+        text += f". For the quickstart demo, first run: . {demo}"
+    return text
+
+
+def _require_data_dir(args: argparse.Namespace) -> None:
+    """Every command but init needs a data dir that ``init`` made: its CA or its store."""
+    cfg = _cfg(args)
+    if not (cfg.db_path.exists() or (cfg.data_dir / "pki" / "ca.pem").exists()):
+        raise CliError(not_found(args, cfg.data_dir, cfg.db_path))
+
+
 def _store(args: argparse.Namespace) -> Any:
     from collector.store.sqlite import open_store
 
     cfg = _cfg(args)
     if not cfg.db_path.exists():
-        raise CliError(f"{cfg.db_path} does not exist; run `vigil-collector init "
-                       f"--data-dir {cfg.data_dir}` first")
+        raise CliError(not_found(args, cfg.data_dir, cfg.db_path))
     return cfg, open_store(cfg.db_path, cfg.data_dir)
 
 
@@ -335,10 +375,11 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--data-dir", help="collector data dir (default: platformdirs "
-                        "user_data_dir('vigil-collector'))")
+    common.add_argument("--data-dir", help="collector data dir (default: "
+                        "$VIGIL_COLLECTOR_DATA_DIR, else the user data dir, "
+                        "~/.local/share/vigil-collector on Linux)")
     common.add_argument("--config", help="TOML config file (default: <data dir>/collector.toml)")
-    p = argparse.ArgumentParser(prog="vigil-collector", description=__doc__,
+    p = argparse.ArgumentParser(prog="vigil-collector", description=_DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -371,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--expires", default="7d", help="lifetime, e.g. 12h, 7d (7d)")
     t.add_argument("--json", action="store_true", help="print id and token as JSON")
     t = tsub.add_parser("revoke", parents=[common], help="revoke a token by id")
-    t.add_argument("id", help="token id (see `token list`)")
+    t.add_argument("id", help="token id (see: vigil-collector token list)")
     tsub.add_parser("list", parents=[common], help="list tokens (never the secrets)")
     s.set_defaults(fn=cmd_token)
 
@@ -379,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub = s.add_subparsers(dest="rules_cmd", required=True, metavar="ACTION")
     r = rsub.add_parser("publish", parents=[common], help="validate, sign and publish DIR")
     r.add_argument("dir", help="folder of *.toml rule files")
-    r.add_argument("--note", help="why (shown in `rules list`)")
+    r.add_argument("--note", help="why (shown by: vigil-collector rules list)")
     _model_flags(r)
     rsub.add_parser("rollback", parents=[common], help="go back one version")
     rsub.add_parser("list", parents=[common], help="list versions (* = active)")
@@ -445,6 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handled: tuple[type[Exception], ...] = (CliError, ConfigError, RulesAdminError, ServerError,
                                             StoreError, ValueError, *rule_errors)
     try:
+        if args.cmd != "init":
+            _require_data_dir(args)
         return int(args.fn(args) or 0)
     except handled as exc:
         text = "\n".join(_s(line) for line in str(exc).splitlines())
