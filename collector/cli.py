@@ -72,6 +72,8 @@ def _cfg(args: argparse.Namespace) -> Any:
 
     cfg = load_config(Path(args.config) if getattr(args, "config", None) else None,
                       Path(args.data_dir) if args.data_dir else None)
+    if getattr(args, "store", None):
+        cfg.store.url = args.store
     return cfg
 
 
@@ -107,19 +109,29 @@ def _require_data_dir(args: argparse.Namespace) -> None:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from collector.store.sqlite import open_store
+    from collector.config import ConfigError
+    from collector.store import StoreBusy, open_configured_store
 
     cfg = _cfg(args)
-    if not cfg.db_path.exists():
+    if not cfg.store.url and not cfg.db_path.exists():
         raise CliError(not_found(args, cfg.data_dir, cfg.db_path))
-    return cfg, open_store(cfg.db_path, cfg.data_dir)
+    try:
+        return cfg, open_configured_store(cfg)
+    except (ConfigError, StoreBusy) as exc:
+        raise CliError(f"cannot open the store: {exc}") from None
+
+
+def _estate(store: Any) -> Any:
+    from collector.services.estate import EstateService
+
+    return EstateService(store, _now_ms)
 
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     from collector.rules_admin import ensure_signing_key, publish
+    from collector.store import open_configured_store
     from collector.store.screenshots import ensure_key
-    from collector.store.sqlite import open_store
     from collector.tls import ensure_pki
 
     cfg = _cfg(args)
@@ -129,12 +141,13 @@ def cmd_init(args: argparse.Namespace) -> int:
     _, pki_new = ensure_pki(d, list(args.hostname or []), args.site_name)
     key_new = ensure_signing_key(d)
     ensure_key(d)
-    store = open_store(cfg.db_path, d)
+    store = open_configured_store(cfg)
     try:
         now = _now_ms()
-        site_new = store.ensure_site(args.site_id, args.site_name, now)
+        estate = _estate(store)
+        site_new = estate.add_site(_actor(), args.site_id, args.site_name)
         if args.dsl_email:
-            store.set_site_contacts(args.site_id, args.dsl_email, None)
+            estate.set_contacts(_actor(), args.site_id, args.dsl_email, None)
         published = None
         if store.active_rule_version() is None:
             import rules
@@ -206,37 +219,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_token(args: argparse.Namespace) -> int:
     _, store = _store(args)
     try:
-        now = _now_ms()
+        estate = _estate(store)
         if args.token_cmd == "create":  # noqa: S105
-            if store.get_site(args.site) is None:
-                raise CliError(f"site {args.site!r} does not exist (see `vigil-collector site`)")
-            band = args.age_band or (args.group if args.group in _AGE_BANDS else "secondary")
-            store.ensure_group(args.site, args.group, band)
             if args.uses < 1:
                 raise CliError("--uses must be at least 1")
-            expires = now + parse_duration(args.expires) * 1000
-            tok, secret = store.create_token(args.site, args.group, args.uses, expires,
-                                             _actor(), now)
-            store.audit(_actor(), "token.create", tok.id, args.site,
-                        {"group": args.group, "uses": args.uses, "expires_at": expires})
+            tok, secret = estate.create_token(_actor(), args.site, args.group, args.uses,
+                                              parse_duration(args.expires) * 1000,
+                                              args.age_band)
             if args.json:
-                print(json.dumps({"id": tok.id, "token": secret, "expires_at": expires}))
+                print(json.dumps({"id": tok.id, "token": secret, "expires_at": tok.expires_at}))
             else:
                 print(secret)
                 print(f"(id {tok.id}; {args.uses} use(s); expires in {args.expires})",
                       file=sys.stderr)
         elif args.token_cmd == "revoke":  # noqa: S105
-            if not store.revoke_token(args.id, now):
-                raise CliError(f"no unrevoked token with id {args.id!r} (see `token list`)")
-            store.audit(_actor(), "token.revoke", args.id)
+            estate.revoke_token(_actor(), args.id)
             print(f"revoked {args.id}")
         else:
-            store.audit(_actor(), "token.list")
-            for t in store.list_tokens():
-                state = ("revoked" if t.revoked_at else "expired" if t.expires_at <= now
-                         else "used up" if t.uses >= t.max_uses else "active")
+            for ts in estate.tokens(_actor()):
+                t = ts.token
                 print(f"{t.id}\t{_s(t.site_id)}\t{_s(t.group_name)}\t{t.uses}/{t.max_uses}"
-                      f"\t{state}")
+                      f"\t{ts.state}")
     finally:
         store.close()
     return 0
@@ -281,15 +284,13 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_devices(args: argparse.Namespace) -> int:
     _, store = _store(args)
     try:
+        estate = _estate(store)
         if args.revoke:
-            if not store.revoke_device(args.revoke, _now_ms()):
-                raise CliError(f"no active device {args.revoke!r}")
-            store.audit(_actor(), "device.revoke", args.revoke)
+            estate.revoke_device(_actor(), args.revoke)
             print(f"revoked {args.revoke}")
             return 0
-        since = _now_ms() - parse_duration(args.silent) * 1000 if args.silent else None
-        store.audit(_actor(), "devices.list", "", None, {"silent": args.silent})
-        devices = store.list_devices(since)
+        silent = parse_duration(args.silent) * 1000 if args.silent else None
+        devices = estate.devices(_actor(), silent)
         if args.json:
             print(json.dumps([d.__dict__ for d in devices], indent=2))
             return 0
@@ -324,16 +325,12 @@ def cmd_purge(args: argparse.Namespace) -> int:
 def cmd_site(args: argparse.Namespace) -> int:
     _, store = _store(args)
     try:
+        estate = _estate(store)
         if args.site_cmd == "add":
-            created = store.ensure_site(args.site, args.name, _now_ms())
-            store.audit(_actor(), "site.add", args.site, args.site, {"name": args.name})
+            created = estate.add_site(_actor(), args.site, args.name)
             print(f"site {args.site} " + ("created" if created else "already exists"))
         else:
-            if store.get_site(args.site) is None:
-                raise CliError(f"site {args.site!r} does not exist")
-            store.set_site_contacts(args.site, args.email or [], args.webhook)
-            store.audit(_actor(), "site.contacts", args.site, args.site,
-                        {"contacts": len(args.email or []), "webhook": bool(args.webhook)})
+            estate.set_contacts(_actor(), args.site, args.email or [], args.webhook)
             print(f"{args.site}: {len(args.email or [])} DSL contact(s), in escalation order")
     finally:
         store.close()
@@ -343,22 +340,15 @@ def cmd_site(args: argparse.Namespace) -> int:
 def cmd_exempt(args: argparse.Namespace) -> int:
     _, store = _store(args)
     try:
+        estate = _estate(store)
         if args.exempt_cmd == "add":
-            if not (args.rule or args.category):
-                raise CliError("name --rule or --category")
-            if not args.reason or not args.reason.strip():
-                raise CliError("--reason is required: write why (it is audited)")
-            now = _now_ms()
-            expires = now + parse_duration(args.until) * 1000 if args.until else None
-            kind = "exemption" if expires else "exclusion"
-            eid = store.add_exemption(kind, args.site, args.reason, _actor(), now,
-                                      group_name=args.group, rule_id=args.rule,
-                                      category=args.category, expires_at=expires)
+            kind, eid = estate.add_exemption(
+                _actor(), args.site, args.reason or "", group=args.group, rule_id=args.rule,
+                category=args.category,
+                ttl_ms=parse_duration(args.until) * 1000 if args.until else None)
             print(f"{kind} {eid} added")
         else:
-            if not store.remove_exemption(args.id, _now_ms()):
-                raise CliError(f"no active exemption {args.id}")
-            store.audit(_actor(), "exemption.remove", str(args.id))
+            estate.remove_exemption(_actor(), args.id)
             print(f"removed {args.id}")
     finally:
         store.close()
@@ -379,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "$VIGIL_COLLECTOR_DATA_DIR, else the user data dir, "
                         "~/.local/share/vigil-collector on Linux)")
     common.add_argument("--config", help="TOML config file (default: <data dir>/collector.toml)")
+    common.add_argument("--store", metavar="URL", help="the store: postgresql://user@host/db "
+                        "(several collectors may share it); default: config store.url, else "
+                        "the SQLite file in the data dir")
     p = argparse.ArgumentParser(prog="vigil-collector", description=_DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")

@@ -167,6 +167,15 @@ class PostgresDb:
         if settings:
             kwargs["options"] = " ".join(f"-c {k}={_option_value(v)}"
                                          for k, v in settings.items())
+        # One direct connection first: an unreachable or refusing server fails at once with
+        # libpq's own reason (the pool would retry quietly for timeout_s and log each try).
+        try:
+            psycopg.connect(conninfo, connect_timeout=max(1, int(min(timeout_s, 10))),
+                            **kwargs).close()
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            raise StoreBusy(f"store unavailable: cannot connect to PostgreSQL ({reason})") \
+                from None
         self.pool = ConnectionPool(conninfo, min_size=min_size, max_size=max_size,
                                    kwargs=kwargs, open=False, name="vigil",
                                    configure=_configure, timeout=timeout_s)
