@@ -1,16 +1,30 @@
 """Connected agents and rule fan-out.
 
 The technician CLI (``vigil-collector rules publish``) is a separate process: it only writes a
-new active row to ``rule_versions``. The running server notices it by polling the active
-version every ``server.rules_poll_seconds`` (a cheap primary-key read) and pushes the bundle to
-every connected agent whose heartbeat reported an older version. A bundle holds the rules for
-every group, so every connected agent is "affected". Agents that connect later get the bundle
-after their first heartbeat.
+new active row to ``rule_versions``. Each running server process pushes the bundle to the
+agents connected *to it* whose heartbeat reported an older version; several processes behind
+a load balancer each serve their own streams and share nothing but the store. A bundle holds
+the rules for every group, so every connected agent is "affected". Agents that connect later
+get the bundle after their first heartbeat.
+
+A process learns of a publish in one of two ways, both ending in the same re-read of the
+store (the store is the truth; a wake-up only says "look now"):
+
+* on PostgreSQL, a ``NOTIFY vigil_rules`` sets the ``wake`` event given to :meth:`Hub.watch`
+  (collector/server.py wires it to the store's LISTEN connection), so the push starts as soon
+  as the publish commits;
+* on every backend, a poll of the active version number every ``server.rules_poll_seconds``
+  (a cheap primary-key read): the only way on SQLite, and on PostgreSQL the safety net for a
+  notification lost while the LISTEN connection was down.
+
+The same loop closes the streams of devices revoked since its last look; only the process
+that holds a device's stream has it in :attr:`Hub.connections`, so only that one closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -128,11 +142,15 @@ class Hub:
         interval: float,
         revoked_since: Callable[[int], Awaitable[list[str]]] | None = None,
         clock: Callable[[], float] = time.time,
+        wake: asyncio.Event | None = None,
     ) -> None:
-        """Poll the active version number; on a change, load the bundle and fan it out.
-        Also close the streams of devices revoked since the last poll."""
+        """Read the active version number every ``interval`` seconds, or at once when
+        ``wake`` is set; on a change, load the bundle and fan it out. Also close the streams
+        of devices revoked since the last look."""
         watermark = int(clock() * 1000) - 60_000
         while True:
+            if wake is not None:
+                wake.clear()  # cleared before the reads: a publish during them wakes us again
             if revoked_since is not None:
                 try:
                     now = int(clock() * 1000)
@@ -151,4 +169,8 @@ class Hub:
                     log.info("rules version %d active; pushed to %d agents", rv.version, n)
             except Exception:
                 log.exception("could not read the active rules version")
-            await asyncio.sleep(interval)
+            if wake is None:
+                await asyncio.sleep(interval)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), interval)

@@ -1,5 +1,14 @@
 """``vigil-collector serve``: both gRPC ports, the writer, fan-out, alerts, scheduled purge and
-(when ``collector.console`` is installed) the web console, in one asyncio event loop."""
+(when ``collector.console`` is installed) the web console, in one asyncio event loop.
+
+One process serves a school on the embedded SQLite store. For a trust, run two or more
+identical processes on one PostgreSQL store (``store.url``) behind a TCP load balancer
+(docs/deploy.md "Trust deployment"). A process keeps nothing that another one needs: the
+store holds every row, and the data dir (shared between them) holds the PKI files, the
+rules signing public key, the screenshot files and their key, and the model artefacts. What
+each process holds in memory is a cache (the rule catalogue, the active bundle) or its own
+streams; a rule publish reaches every process through ``NOTIFY vigil_rules`` and the poll.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,20 +30,23 @@ from collector import retention
 from collector.alerts import Alerter
 from collector.artefacts import ArtefactStore, FetchLimit
 from collector.config import Config
+from collector.domain.triage import TriagePolicy
 from collector.enrol import EnrollmentService, TokenBucket
 from collector.fanout import Hub
 from collector.rules_admin import public_key_path
-from collector.store.base import RuleVersion
+from collector.store import open_configured_store
+from collector.store.base import RuleVersion, Store
 from collector.store.ingest import Writer
-from collector.store.sqlite import SqliteStore, open_store
 from collector.stream import AgentSettings, CollectorService, lenient
 from collector.tls import Pki
-from collector.triage import TriagePolicy
 from collector.validate import Limits, RuleCatalogue
 from proto import vigil_pb2 as pb
 from proto.identity import KEEPALIVE_OPTIONS, SERVER_MIN_PING_INTERVAL_MS
 from rules import DEFAULT_LIBRARY, load_library
 from rules.ruleset import rule_to_dict
+
+if TYPE_CHECKING:
+    from collector.store.pg_notify import Listener
 
 __all__ = ["CollectorServer", "ServerError"]
 
@@ -82,17 +94,24 @@ class CollectorServer:
         self._tasks: list[asyncio.Task[Any]] = []
         self._servers: list[grpc.aio.Server] = []
         self._uvicorn: Any = None
+        self.listener: Listener | None = None  # PostgreSQL: LISTEN vigil_rules
 
     async def start(self) -> dict[str, str]:
         cfg = self.cfg
         pki = Pki.in_dir(cfg.data_dir)
-        for p in (pki.ca_cert, pki.server_cert, pki.server_key, cfg.db_path):
+        needed = [pki.ca_cert, pki.server_cert, pki.server_key]
+        if not cfg.store.url:
+            needed.append(cfg.db_path)
+        for p in needed:
             if not p.exists():
                 raise ServerError(f"{p} is missing; run `vigil-collector init --data-dir "
                                   f"{cfg.data_dir}` first")
-        self.store = open_store(cfg.db_path, cfg.data_dir)
-        self.wstore: SqliteStore = open_store(cfg.db_path, cfg.data_dir,
-                                              cfg.ingest.busy_timeout_ms, migrate=False)
+        self.store: Store = open_configured_store(cfg)  # migrates (PostgreSQL: advisory lock)
+        # SQLite: the writer gets its own connection to the WAL file. PostgreSQL: the store
+        # is a thread-safe pool, so the writer's thread borrows from the same one.
+        self.wstore: Store = self.store if self.store.backend == "postgresql" else \
+            open_configured_store(cfg, migrate=False,
+                                  busy_timeout_ms=cfg.ingest.busy_timeout_ms)
         self.run = _Runner("vigil-store")
         t = cfg.triage
         policy = TriagePolicy(t.dedupe_window_minutes * 60_000, t.timezone,
@@ -166,18 +185,50 @@ class CollectorServer:
             await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
 
         self._tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
+        wake = await self._listen_for_publishes()
         self._tasks.append(asyncio.create_task(self.hub.watch(
             lambda: self.run(self.store.active_rule_version_number),
             self._active_version, cfg.server.rules_poll_seconds,
-            lambda since: self.run(self.store.revoked_since, since), self.clock),
+            lambda since: self.run(self.store.revoked_since, since), self.clock, wake),
             name="fanout"))
         self._tasks.append(asyncio.create_task(self.alerter.run_escalations(), name="alerts"))
         if self.scheduled_purge:
             self._tasks.append(asyncio.create_task(
                 retention.run_scheduled(self.store, self.run, cfg.retention), name="purge"))
-        if self.want_console:
+        if self.want_console and self.store.backend != "sqlite":
+            # The console still opens the SQLite file itself (collector/console/app.py): on
+            # another store it would show a different, empty database.
+            log.warning("the web console runs on the SQLite store only; serving gRPC only "
+                        "(store.url is %s)", self.store.backend)
+        elif self.want_console:
             await self._start_console(pki)
         return dict(self.listeners)
+
+    async def _listen_for_publishes(self) -> asyncio.Event | None:
+        """On PostgreSQL: an event set by every ``NOTIFY vigil_rules`` (and after the LISTEN
+        connection comes back, when a notification may have been missed). None on SQLite,
+        where the fan-out polls only."""
+        if self.store.backend != "postgresql":
+            return None
+        from collector.store.pg_notify import RULES_CHANNEL
+        from collector.store.postgres import PostgresStore
+
+        assert isinstance(self.store, PostgresStore)
+        wake = asyncio.Event()
+        listener = self.store.listener((RULES_CHANNEL,))
+        listener.subscribe(RULES_CHANNEL, lambda _payload: wake.set())
+        try:
+            await listener.start()
+            log.info("rule publishes wake this process (LISTEN %s); the poll every %.1f s "
+                     "is the safety net", RULES_CHANNEL, self.cfg.server.rules_poll_seconds)
+        except Exception as exc:
+            # Not fatal: the poll every server.rules_poll_seconds still finds the publish,
+            # and the listener keeps reconnecting (with back-off) in the background.
+            log.warning("LISTEN %s is not ready (%s); rule publishes are found by the poll "
+                        "every %.1f s until it is", RULES_CHANNEL, exc,
+                        self.cfg.server.rules_poll_seconds)
+        self.listener = listener
+        return wake
 
     async def _learn_versions(self) -> None:
         """Add every published version not yet in the catalogue (bundles are immutable)."""
@@ -261,8 +312,11 @@ class CollectorServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(console[0], timeout=10)
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.listener is not None:
+            await self.listener.close()
         if hasattr(self, "writer"):
             self.writer.close()
             self.run.close()
-            self.wstore.close()
+            if self.wstore is not self.store:
+                self.wstore.close()
             self.store.close()

@@ -21,6 +21,7 @@ from .model import CATEGORIES, RuleError
 from .normalise import normalise
 
 __all__ = [
+    "AFTER_FREEZE_PREFIX",
     "BENIGN",
     "CORPUS_DIR",
     "FORMS",
@@ -44,6 +45,9 @@ SPLITS: tuple[str, ...] = ("train", "dev", "test")
 # Percent boundaries of the split: [0, 70) train, [70, 85) dev, [85, 100) test.
 _TRAIN_END, _DEV_END = 70, 85
 _SALT = b"vigil-corpus-split-v1:"
+_SALT_LATER = b"vigil-corpus-after-freeze-v1:"
+#: Corpus files written after the test split was frozen: train/dev only (see _after_freeze).
+AFTER_FREEZE_PREFIX = "w2_"
 
 
 @dataclass(frozen=True)
@@ -198,10 +202,41 @@ def load_corpus(paths: Iterable[Path] = (CORPUS_DIR,), split: str | None = None)
                                     "label (benign vs concerning): fix one of them")
                 continue
             seen[k] = s
+    frozen = [s for s in seen.values() if not s.file.startswith(AFTER_FREEZE_PREFIX)]
+    later = [s for s in seen.values() if s.file.startswith(AFTER_FREEZE_PREFIX)]
     # groups are formed in hash order, so a group's split is its lowest-hash member's
-    ordered = sorted(seen.values(), key=lambda s: (_bucket(s.text), _key(s.text)))
+    ordered = sorted(frozen, key=lambda s: (_bucket(s.text), _key(s.text)))
     reps = _near_groups([s.text for s in ordered])
     out = [replace(s, split=split_of(ordered[r].text)) for s, r in zip(ordered, reps,
                                                                          strict=True)]
+    out += _after_freeze(out, later)
     out.sort(key=lambda s: (s.file, s.line))
     return [s for s in out if split is None or s.split == split]
+
+
+def _after_freeze(frozen: list[Sample], later: list[Sample]) -> list[Sample]:
+    """Lines written after the test split was frozen (files named ``w2_*.tsv``): they go to
+    train or dev only (70:15), so the frozen test split never changes. A later line that is a
+    near-copy of a frozen line takes that line's split, and one near a frozen TEST line is
+    left out altogether (it would leak the test set into training)."""
+    if not later:
+        return []
+    ordered = sorted(later, key=lambda s: (_bucket(s.text), _key(s.text)))
+    texts = [s.text for s in frozen] + [s.text for s in ordered]
+    reps = _near_groups(texts)
+    groups: dict[int, set[str]] = {}
+    for i, s in enumerate(frozen):
+        groups.setdefault(reps[i], set()).add(s.split)
+    out = []
+    for j, s in enumerate(ordered):
+        old = groups.get(reps[len(frozen) + j], set())
+        if "test" in old:
+            continue
+        if old:
+            out.append(replace(s, split=sorted(old)[0]))
+            continue
+        rep = texts[reps[len(frozen) + j]]
+        b = int.from_bytes(hashlib.sha256(_SALT_LATER + _key(rep).encode()).digest()[:4],
+                           "big") % 85
+        out.append(replace(s, split="train" if b < _TRAIN_END else "dev"))
+    return out
