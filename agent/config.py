@@ -66,13 +66,17 @@ class Config:
     #: Screenshots only for rules that allow them and at or above this severity (1..5; 6 = off).
     screenshot_min_severity: int = 4
     heartbeat_seconds: int = 30
-    #: Same rule in the same window within this many seconds merges into one capture.
+    #: Same rule in the same window within this many seconds merges into one capture while
+    #: it waits in the spool (once sent, the collector's queue counts repeats in one item).
     merge_seconds: int = 60
     #: Typing context resets after this many seconds without a key.
     idle_reset_seconds: int = 30
     #: After this many seconds without a key, a phrase complete on screen is released (and
     #: the scorer sees the text) without ending the context.
     idle_release_seconds: float = 2.0
+    #: After a key that may move the focus (Tab, Enter, a click), keys wait at most this
+    #: long for the accessibility API to say whether a password field now has focus.
+    focus_settle_seconds: float = 0.5
     #: Most characters of a paste read from the clipboard/primary selection (in memory).
     paste_max_chars: int = 2000
     #: What a screenshot shows: "window" (the focused window only) or "screen" (everything).

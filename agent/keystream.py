@@ -18,6 +18,15 @@ moment and matches it as if typed.
 
 While the focused window or process is on the exclusion list, or a password field has
 focus, keys are not matched at all: they are not even fed to the matcher.
+
+Password fields are told by the accessibility API (:meth:`KeyStream.field`), whose notice
+arrives a little after the key that moved the focus. So while that API is live, the keys
+typed after a focus-moving key (Tab, Enter, a click, a window switch) are held in memory
+until the notice says where the focus went (or ``settle_seconds`` pass, or another such key
+comes, with no notice: the focus stayed). Into a password field they are dropped unseen;
+elsewhere they are matched as usual. What was typed before the focus moved is released as
+always, never with the password in it. A notice that comes late still drops the text typed
+since the focus moved, unreleased.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from typing import Any
 
 from .editbuffer import Edit, EditBuffer
 from .exclusion import Exclusions
-from .sources import KeyEvent, WindowInfo
+from .sources import FieldInfo, KeyEvent, WindowInfo
 
 __all__ = ["KeyStream"]
 
@@ -37,6 +46,9 @@ HitSink = Callable[[list[Any], "WindowInfo | None"], None]
 BoundarySink = Callable[[str, str, "WindowInfo | None"], None]  # (context key, text, window)
 SelectionSource = Callable[[str], str]  # "clipboard" | "primary" -> text ("" if none)
 _SENTENCE_END = frozenset(".!?")
+#: Key events after which keyboard focus may be in another field.
+_FOCUS_KEYS = frozenset({"reset", "click"})
+_MAX_HELD = 512  # keys held while waiting for a focus notice (in memory only)
 #: Terminals where Shift+Insert pastes the primary selection (everything else: clipboard).
 _PRIMARY_INSERT = frozenset({"xterm", "uxterm", "urxvt", "rxvt", "st", "aterm"})
 
@@ -46,7 +58,8 @@ class KeyStream:
                  idle_seconds: float = 30.0, clock: Callable[[], float] = time.monotonic,
                  on_boundary: BoundarySink | None = None, boundary_chars: int = 480,
                  release_seconds: float = 2.0,
-                 read_selection: SelectionSource | None = None) -> None:
+                 read_selection: SelectionSource | None = None,
+                 settle_seconds: float = 0.5) -> None:
         self._matcher = matcher
         self._on_boundary = on_boundary
         self._buf = EditBuffer(boundary_chars)  # the current context; never stored
@@ -65,6 +78,13 @@ class KeyStream:
         self._last_key = clock()
         self._dirty = False  # text in the context since the last flush
         self._released = True  # nothing typed since the last short-idle release
+        self.settle_seconds = settle_seconds
+        #: True while the accessibility API reports focus changes (password fields).
+        self.fields_live = False
+        self._password_win: int | None = None  # window id whose password field has focus
+        self._held: list[KeyEvent] = []  # keys typed since focus moved, until the notice
+        self._settle_until: float | None = None
+        self._unresolved = False  # a settle ran out: text since then may be a password
 
     @property
     def boundary_chars(self) -> int:
@@ -73,6 +93,16 @@ class KeyStream:
     @property
     def excluded(self) -> bool:
         return self._excluded
+
+    @property
+    def in_password_field(self) -> bool:
+        """A password field has keyboard focus in the focused window."""
+        with self._lock:
+            return self._password_here()
+
+    def _password_here(self) -> bool:
+        wid = self._window.window_id if self._window is not None else 0
+        return self._password_win is not None and self._password_win == wid
 
     @property
     def context_key(self) -> str:
@@ -97,6 +127,70 @@ class KeyStream:
             self._flush()
             self._window = window
             self._excluded = self.exclusions.excludes(window)
+            if not self.fields_live:
+                self._password_win = None  # nothing will say it left: do not keep guessing
+            elif not self._excluded:
+                self._settle(self._clock())  # the app may report a password field focused
+
+    # -- password fields (accessibility API) -----------------------------------------------
+    def set_fields_live(self, live: bool) -> None:
+        """The accessibility API started (True) or stopped (False) reporting focus."""
+        with self._lock:
+            self.fields_live = live
+            if not live and self._settle_until is not None:
+                self._replay(self._clock())
+
+    def field(self, info: FieldInfo) -> None:
+        """A new object has keyboard focus (*info* says whether it is a password field)."""
+        with self._lock:
+            now = self._clock()
+            wid = self._window.window_id if self._window is not None else 0
+            if info.password:
+                if self._unresolved:
+                    self._discard()  # typed after the focus moved: the password itself
+                else:
+                    self._flush()  # typed before (a script moved the focus): release it
+                self._password_win = wid
+            else:
+                self._password_win = None
+            self._unresolved = False
+            self._replay(now)
+
+    def _settle(self, now: float) -> None:
+        self._settle_until = now + self.settle_seconds
+
+    def _replay(self, now: float) -> None:
+        """The focus is known (or assumed to have stayed): process the held keys (none of
+        them moves the focus: such a key ends the wait first)."""
+        held, self._held = self._held, []
+        self._settle_until = None
+        for event in held:
+            self._process(event, now)
+
+    def _process(self, event: KeyEvent, now: float) -> bool:
+        """Match *event* (or drop it in a password field); True when it may have moved the
+        focus and the next keys must wait for the accessibility notice."""
+        moves = event.kind in _FOCUS_KEYS and self.fields_live
+        if self._password_here():
+            if moves:
+                self._settle(now)
+            return moves
+        if self._matcher is None:
+            return False
+        self._apply(event)
+        if moves:
+            self._settle(now)
+        return moves
+
+    def _discard(self) -> None:
+        """End the context without releasing anything: its text must not be matched."""
+        if self._matcher is not None:
+            self._matcher.reset()  # its hits are dropped unseen
+        self._dirty, self._released = False, True
+        self._buf.clear()
+        self._seen.clear()
+        self._last_boundary = ""
+        self._serial += 1
 
     # -- keys ------------------------------------------------------------------------------
     def key(self, event: KeyEvent) -> None:
@@ -104,14 +198,22 @@ class KeyStream:
             if self._excluded:
                 return
             now = self._clock()
+            if self._settle_until is not None:  # waiting to hear where the focus went
+                self._last_key = now
+                if event.kind not in _FOCUS_KEYS:
+                    if len(self._held) < _MAX_HELD:
+                        self._held.append(event)
+                    return
+                # Focus moves again with no notice for the last move: it did not move then
+                # (Enter in a text box, a click in the same field). Its keys count there.
+                self._unresolved = True
+                self._replay(now)
             if self._dirty and now - self._last_key > self.idle_seconds:
                 self._flush()
             elif not self._released and now - self._last_key >= self.release_seconds:
                 self._release()
             self._last_key = now
-            if self._matcher is None:
-                return
-            self._apply(event)
+            self._process(event, now)
 
     def _apply(self, event: KeyEvent) -> None:
         buf, kind = self._buf, event.kind
@@ -193,17 +295,23 @@ class KeyStream:
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has something to do (clock time), or None."""
         with self._lock:
+            settle = self._settle_until
             if not self._dirty:
-                return None
+                return settle
             wait = self.idle_seconds if self._released else self.release_seconds
-            return self._last_key + wait
+            due = self._last_key + wait
+            return due if settle is None else min(due, settle)
 
     def tick(self) -> None:
         """Called at :meth:`next_deadline`: release after a short idle, reset after a long."""
         with self._lock:
+            now = self._clock()
+            if self._settle_until is not None and now >= self._settle_until:
+                self._unresolved = True  # no notice: the focus stayed, or it is late
+                self._replay(now)
             if not self._dirty:
                 return
-            idle = self._clock() - self._last_key
+            idle = now - self._last_key
             if idle > self.idle_seconds:
                 self._flush()
             elif not self._released and idle >= self.release_seconds:

@@ -8,7 +8,8 @@ plain data; the real backends come from ``agent.platform``.
 ``on_key`` only puts the event on a queue (an OS input hook that is slow is removed by the
 OS): the input worker thread runs the key stream, the capture builder (screenshots, spool
 writes) and the short-idle timer. Focus changes go through the same queue, so every key is
-matched in the window it was typed in.
+matched in the window it was typed in; so do the accessibility API's notices of which field
+has focus (``on_field``, from its own thread: password fields are never matched).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from .health import SourceHealth, Supervisor
 from .keystream import KeyStream
 from .rulestate import ActiveRules
 from .sources import (
+    FieldInfo,
+    FieldSource,
     KeyEvent,
     KeySource,
     MediaEvent,
@@ -75,6 +78,16 @@ class _Focus:
         self.window = window
 
 
+class _FieldsLive:
+    __slots__ = ("live",)
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+
+
+_Input = KeyEvent | FieldInfo | _Focus | _FieldsLive | threading.Event
+
+
 class Monitor:
     def __init__(self, config: Config, rules: ActiveRules, builder: CaptureBuilder,
                  on_window_built: Callable[[WindowInfo], None] | None = None,
@@ -103,14 +116,16 @@ class Monitor:
                               idle_seconds=config.idle_reset_seconds,
                               on_boundary=self._key_boundary,
                               boundary_chars=4 * config.context_chars,
-                              release_seconds=config.idle_release_seconds)
+                              release_seconds=config.idle_release_seconds,
+                              settle_seconds=config.focus_settle_seconds)
         self._on_window_built = on_window_built
         self._stop = StopSignal()
         self._threads: list[threading.Thread] = []
-        self._inputs: queue.SimpleQueue[KeyEvent | _Focus | threading.Event | None] = (
-            queue.SimpleQueue())
+        self._inputs: queue.SimpleQueue[_Input | None] = queue.SimpleQueue()
         #: Per source: running / restarting / failed / stopped, restarts, last event time.
-        self.health = {n: SourceHealth(n) for n in ("window", "keys", "media")}
+        #: "password_fields" is the accessibility API that tells password fields apart.
+        self.health = {n: SourceHealth(n) for n in ("window", "keys", "media",
+                                                    "password_fields")}
         self.input_errors = 0
         self._worker: threading.Thread | None = None
         self.excluded_reason = ""  # why keys are not matched in the focused window, if so
@@ -182,7 +197,22 @@ class Monitor:
         self.health["keys"].last_event_unix = time.time()
         self._submit(event)
 
-    def _submit(self, item: KeyEvent | _Focus) -> None:
+    def on_field(self, info: FieldInfo) -> None:
+        """Called on the accessibility thread when a new object has keyboard focus."""
+        self.health["password_fields"].last_event_unix = time.time()
+        # only the role number is logged, never a name or text (tests sync on this line)
+        log.debug("field focus: %s (role %d)", "password field" if info.password else
+                  "not a password field" if info.known else "unknown", info.role)
+        self._submit(info)
+
+    @property
+    def keys_excluded(self) -> str:
+        """Why keys are not matched right now ("" when they are)."""
+        if self.excluded_reason:
+            return self.excluded_reason
+        return "a password field has focus" if self.keys.in_password_field else ""
+
+    def _submit(self, item: KeyEvent | FieldInfo | _Focus | _FieldsLive) -> None:
         if self._worker is None:  # not started (tests, tools): handle on the caller's thread
             self._handle(item)
         else:
@@ -209,12 +239,16 @@ class Monitor:
                 return
             self._handle(item)
 
-    def _handle(self, item: KeyEvent | _Focus | threading.Event) -> None:
+    def _handle(self, item: _Input) -> None:
         try:
             if isinstance(item, KeyEvent):
                 self.keys.key(item)
             elif isinstance(item, _Focus):
                 self.keys.focus(item.window)
+            elif isinstance(item, FieldInfo):
+                self.keys.field(item)
+            elif isinstance(item, _FieldsLive):
+                self.keys.set_fields_live(item.live)
             elif item is _TICK:
                 self.keys.tick()
             else:
@@ -273,7 +307,8 @@ class Monitor:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, window: WindowSource | None, keys: KeySource | None,
-              media: MediaSource | None, selection: SelectionReader | None = None) -> None:
+              media: MediaSource | None, selection: SelectionReader | None = None,
+              fields: FieldSource | None = None) -> None:
         if selection is not None:
             self.keys.read_selection = selection.read
         if window is not None and self.config.watch_window:
@@ -288,6 +323,8 @@ class Monitor:
         self._worker = t
         t.start()
         self._threads.append(t)
+        if fields is not None and keys is not None and self.config.watch_keys:
+            self._supervise("password_fields", lambda: self._run_fields(fields))
         if keys is not None and self.config.watch_keys:
             ready = threading.Event()
             self._supervise("keys", lambda: keys.run(self.on_key, self._stop, ready.set))
@@ -298,6 +335,12 @@ class Monitor:
                 if time.monotonic() > deadline:
                     log.error("the keyboard source is not ready after 5 s; see status")
                     break
+
+    def _run_fields(self, fields: FieldSource) -> None:
+        try:
+            fields.run(self.on_field, self._stop, lambda: self._submit(_FieldsLive(True)))
+        finally:
+            self._submit(_FieldsLive(False))
 
     def _focus_only(self, info: WindowInfo) -> None:
         if info != self._window:

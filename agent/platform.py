@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
-from .sources import KeySource, MediaSource, SelectionReader, WindowSource
+from .sources import FieldSource, KeySource, MediaSource, SelectionReader, WindowSource
 
 __all__ = ["Backends", "backend_name", "guarded_screenshot", "run_agent", "select_backends"]
 
@@ -37,6 +37,8 @@ class Backends:
     #: Why a screenshot would be useless right now ("" when it would not), e.g. macOS without
     #: Screen Recording returns only the wallpaper.
     screenshot_blocked: Callable[[], str] | None = None
+    #: Says which kind of field has keyboard focus (password or not), e.g. AT-SPI on Linux.
+    fields: FieldSource | None = None
 
 
 def guarded_screenshot(grab: Callable[[], bytes],
@@ -92,6 +94,7 @@ def select_backends(config: Config, name: str | None = None) -> Backends:
     """Build the window, key and media sources for this OS (None where not available)."""
     name = name or backend_name()
     if name in ("x11", "wayland", "headless"):
+        from .sources.a11y_linux import AtspiFieldSource
         from .sources.input_x11 import X11InputSource
         from .sources.media_linux import LinuxMediaSource
         from .sources.selection_x11 import X11SelectionReader
@@ -101,7 +104,7 @@ def select_backends(config: Config, name: str | None = None) -> Backends:
         if name == "x11":
             return Backends(name, X11WindowSource(), X11InputSource(), media,
                             X11SelectionReader(max_chars=config.paste_max_chars),
-                            focused_window_rect)
+                            focused_window_rect, fields=AtspiFieldSource())
         # Wayland gives no global window or key access to ordinary clients: media only.
         return Backends(name, None, None, media)
     if name == "windows":
@@ -109,12 +112,13 @@ def select_backends(config: Config, name: str | None = None) -> Backends:
 
         win = windows.WindowsWindowSource()
         return Backends(name, win, windows.keys(), windows.WindowsMediaSource(),
-                        focused_rect=win.focused_rect)
+                        focused_rect=win.focused_rect, fields=windows.fields())
     if name == "macos":
         from .backends import macos
 
         mac = macos.MacWindowSource()
         return Backends(name, mac, macos.keys(), macos.MacMediaSource(),
                         focused_rect=mac.focused_rect,
-                        screenshot_blocked=lambda: macos.screenshot_blocked(mac.api))
+                        screenshot_blocked=lambda: macos.screenshot_blocked(mac.api),
+                        fields=macos.fields())
     return Backends(name, None, None, None)

@@ -32,9 +32,10 @@ from .modelfetch import ModelFetcher
 from .monitor import Monitor
 from .paths import DataDir
 from .platform import Backends, guarded_screenshot, select_backends
+from .relay import session_channel_factory
 from .rulestate import ActiveRules
 from .spool import Spool
-from .uplink import ChannelFactory, Uplink, mtls_channel_factory
+from .uplink import ChannelFactory, Uplink
 
 __all__ = ["NOTICE", "AgentRuntime", "monitored"]
 
@@ -120,9 +121,8 @@ class AgentRuntime:
         self.backend_name = backends.name if backends else ""
         self.uplink: Uplink | None = None
         if channel_factory is None and self.device is not None and self.collector:
-            channel_factory = mtls_channel_factory(
-                self.collector, data.ca_cert.read_bytes(), data.device_key.read_bytes(),
-                data.device_cert.read_bytes())
+            # a machine-wide identity goes through the root-only uplink relay (agent.relay)
+            channel_factory = session_channel_factory(data, self.collector)
         if self.models is not None:
             self.models.channel_factory = channel_factory
             self.rules.subscribe_model(self.models.want)
@@ -186,7 +186,7 @@ class AgentRuntime:
             "scorer_worker": ("running" if self.monitor.boundary.alive
                               else "stopped" if running else "not started"),
             "sources": self.monitor.source_health() if running else {},
-            "keys_excluded": self.monitor.excluded_reason if running else "",
+            "keys_excluded": self.monitor.keys_excluded if running else "",
             "screenshot_scope": self.config.screenshot_scope,
         }
 
@@ -225,7 +225,8 @@ class AgentRuntime:
         if backends.screenshot_blocked is not None:  # e.g. macOS without Screen Recording
             self.builder.screenshot = guarded_screenshot(self.builder.screenshot,
                                                          backends.screenshot_blocked)
-        self.monitor.start(backends.window, backends.keys, backends.media, backends.selection)
+        self.monitor.start(backends.window, backends.keys, backends.media, backends.selection,
+                           backends.fields)
         log.warning(NOTICE)
         if self.uplink is None:
             log.warning("not enrolled or no collector address: captures stay in the spool "

@@ -102,8 +102,8 @@ def status_report(data: DataDir, config: Config) -> str:
 
 def _password_line(h: dict[str, Any]) -> str:
     if h.get("state") == "running":
-        return ("Password fields: told apart through the accessibility bus (AT-SPI); keys "
-                "typed into them are never matched")
+        return ("Password fields: told apart through the OS accessibility API (AT-SPI on "
+                "Linux); keys typed into them are never matched")
     return ("Password fields: DEGRADED, cannot tell password fields apart ("
             + str(h.get("error") or h.get("state")) + "); sign-in pages are excluded by "
             "window title instead. Turn accessibility on (see docs/security.md)")

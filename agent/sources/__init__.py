@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["KeyEvent", "KeySource", "MediaEvent", "MediaSource", "SelectionReader", "StopSignal",
-           "WindowInfo", "WindowSource", "stop_fd"]
+__all__ = ["FieldInfo", "FieldSource", "KeyEvent", "KeySource", "MediaEvent", "MediaSource",
+           "SelectionReader", "StopSignal", "WindowInfo", "WindowSource", "stop_fd"]
 
 
 class StopSignal(threading.Event):
@@ -55,6 +55,19 @@ class WindowInfo:
     window_id: int = 0
     #: True when the OS says a password field has focus (Windows, where exposed).
     password_field: bool = False
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """The accessibility API says a new object has keyboard focus: is it a password field?
+
+    ``known`` is False when the application did not say (no answer in time): the agent then
+    cannot tell, and only the sign-in page titles protect a password. Never the field's text.
+    """
+
+    password: bool
+    known: bool = True
+    role: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,15 @@ class KeySource(Protocol):
         """Block, calling *on_key* for every key press (and click), until *stop* is set.
         Call *ready* once keys are being seen. Raise if the OS input hook fails: the
         monitor restarts the source with back-off. *on_key* only enqueues."""
+
+
+class FieldSource(Protocol):
+    def run(self, on_field: Callable[[FieldInfo], None], stop: threading.Event,
+            ready: Callable[[], None]) -> None:
+        """Block, calling *on_field* each time a new object takes keyboard focus, until
+        *stop* is set. Call *ready* once focus changes are being seen; raise when the
+        accessibility bus cannot be reached (the monitor restarts it with back-off and
+        reports password detection as degraded)."""
 
 
 class SelectionReader(Protocol):

@@ -10,7 +10,9 @@ key unbound again and loses the letter.
 
 Keysyms become characters here (Latin-1 and Unicode keysyms directly, the legacy ranges
 through pynput's keysym table when it is installed); dead keys compose with the next letter.
-The RECORD callback only parses 32-byte events and calls ``on_key`` (a queue put).
+The RECORD callback only parses 32-byte events and calls ``on_key`` (a queue put). The
+source is ready once the server says recording has started (RECORD's StartOfData), not when
+the request is sent: a key typed after ``ready`` is never missed.
 Nothing happens at import time; Xlib is imported in :meth:`X11InputSource.run`.
 """
 
@@ -199,7 +201,9 @@ class X11InputSource:
 
             def handler(reply: Any) -> None:
                 data = reply.data
-                if reply.category == record.FromServer:
+                if reply.category == record.StartOfData:
+                    ready()  # the server has enabled the context: every key from now is seen
+                elif reply.category == record.FromServer:
                     for off in range(0, len(data) - 31, 32):
                         kind = data[off] & 0x7F
                         if kind == _KEY_PRESS:
@@ -230,7 +234,6 @@ class X11InputSource:
 
             waker = threading.Thread(target=stopper, name="vigil-keys-stop", daemon=True)
             waker.start()
-            ready()  # the enable request goes out next; keys typed from now on are seen
             try:
                 rec.record_enable_context(ctx, handler)  # blocks until disabled
             finally:

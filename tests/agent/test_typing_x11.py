@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from proto import vigil_pb2 as pb
+from tests.agent.xkeys import autorepeat_off
 from tests.support.agent import AgentProcess, spool_captures, write_config
 from tests.support.x11 import XDesktop, have_x_tools, wait_for
 
@@ -36,6 +37,7 @@ screenshot = false
 @pytest.fixture(scope="module")
 def x() -> Iterator[XDesktop]:
     with XDesktop() as desk:
+        autorepeat_off(desk.display)  # a stalled xdotool must not type a key twice
         yield desk
 
 

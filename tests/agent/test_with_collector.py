@@ -108,3 +108,75 @@ def test_typed_phrase_survives_outage_and_restart_exactly_once(x: XDesktop,
             blob = f.read_bytes().lower()
             for token in SECRET_TOKENS:
                 assert token not in blob, f"{token!r} found in collector file {f}"
+
+
+def status_of(data: Path) -> str:
+    return subprocess.run([sys.executable, "-m", "agent.cli", "status", "--data-dir",
+                           str(data)], capture_output=True, text=True, timeout=60).stdout
+
+
+def test_repeats_of_a_concerning_window_are_one_queue_item_with_a_count(
+        x: XDesktop, tmp_path: Path) -> None:
+    """A pupil goes back to the same concerning window again and again within
+    ``merge_seconds``. Collector up: each showing is sent at once (the DSL is told without
+    waiting) and the collector's queue groups them into ONE item whose count is the number of
+    showings. Collector down: the repeats merge in the spool into one capture with a count.
+    Either way the DSL sees one item with the right count, and nothing is lost."""
+    x.close_windows()
+    c = start_collector(tmp_path)
+    data = tmp_path / "agent"
+    cfg = write_config(tmp_path / "agent.toml",
+                       rules_library=str(write_library(tmp_path / "lib")),
+                       watch_media=False, watch_keys=False, screenshot_min_severity=6,
+                       heartbeat_seconds=1)
+    agent = None
+
+    def stored() -> list[tuple[str, int]]:
+        return c.query("SELECT id, count FROM captures WHERE rule_id = 'test.self_harm'")
+
+    def queue() -> list[tuple[int, ...]]:
+        return c.query("SELECT count FROM queue_items WHERE rule_id = 'test.self_harm'")
+
+    try:
+        enroll_cli(data, c.enrol_addr, c.create_token(group="secondary"), c.ca_path,
+                   c.stream_addr)
+        agent = AgentProcess(data, config_file=cfg, env=x.env,
+                             extra_args=("--verbose",)).start()
+        agent.wait_for_log("Vigil agent is running")
+        wait_for(lambda: rules_version(data) == 1, timeout=30, what="rules version 1")
+        other = x.open_xterm("Maths homework")
+        concern = x.open_xterm("collector test phrase forum")
+        agent.wait_for_focus(concern)
+        for n in (1, 2, 3):
+            if n > 1:
+                x.activate(other)
+                agent.wait_for_focus(other)
+                x.activate(concern)
+                agent.wait_for_focus(concern)
+            wait_for(lambda n=n: len(stored()) == n and not spool_captures(data),
+                     what=f"showing {n} stored and acknowledged")
+        assert queue() == [(3,)], "the DSL should see one item counting three showings"
+
+        assert c.stop() == 0  # outage: the repeats wait in the spool, merged
+        wait_for(lambda: "Connection: not connected" in status_of(data),
+                 what="the agent to notice the collector is down")
+        for _ in range(3):
+            x.activate(other)
+            agent.wait_for_focus(other)
+            x.activate(concern)
+            agent.wait_for_focus(concern)
+        [merged] = wait_for(lambda: [k for k in spool_captures(data) if k.count == 3],
+                            what="one spooled capture counting three showings")
+        assert len(spool_captures(data)) == 1
+        assert agent.stop() == 0
+
+        c = start_collector(tmp_path)  # same data dir, new port
+        agent = AgentProcess(data, config_file=cfg, env=x.env,
+                             extra_args=("--collector", c.stream_addr)).start()
+        wait_for(lambda: not spool_captures(data), timeout=30, what="the spool to empty")
+        assert (merged.id, 3) in stored() and len(stored()) == 4  # nothing lost
+        assert queue() == [(6,)]
+    finally:
+        if agent is not None:
+            agent.stop()
+        c.stop()
