@@ -129,7 +129,8 @@ def _estate(store: Any) -> Any:
 
 # -- commands ----------------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
-    from collector.rules_admin import ensure_signing_key, publish
+    from collector.services.audit import AuditLog
+    from collector.services.rules import ensure_signing_key, has_published, publish
     from collector.store import open_configured_store
     from collector.store.screenshots import ensure_key
     from collector.tls import ensure_pki
@@ -149,7 +150,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         if args.dsl_email:
             estate.set_contacts(_actor(), args.site_id, args.dsl_email, None)
         published = None
-        if store.active_rule_version() is None:
+        if not has_published(store):
             import rules
 
             lib = Path(args.rules) if args.rules else rules.DEFAULT_LIBRARY
@@ -157,10 +158,10 @@ def cmd_init(args: argparse.Namespace) -> int:
                                 note="default library" if not args.rules else str(lib),
                                 model=_model_choice(args),
                                 keep_models=cfg.retention.model_artefacts)
-        store.audit(_actor(), "collector.init", str(d), args.site_id,
-                    {"pki_created": pki_new, "signing_key_created": key_new,
-                     "site_created": site_new,
-                     "rules_published": published.version.version if published else None})
+        AuditLog(store, time.time).record(
+            _actor(), "collector.init", str(d), args.site_id, pki_created=pki_new,
+            signing_key_created=key_new, site_created=site_new,
+            rules_published=published.version.version if published else None)
     finally:
         store.close()
     print(f"data dir: {d}")
@@ -246,7 +247,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from collector import rules_admin
+    from collector.services import rules as rules_admin
 
     cfg, store = _store(args)
     try:
@@ -270,8 +271,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
             print(f"rolled back: version {pub.version.version} now active "
                   f"({pub.version.note}) with {_model_text(pub.model)}")
         else:
-            store.audit(_actor(), "rules.list")
-            for v in store.list_rule_versions():
+            for v in rules_admin.versions(store, _actor(), _now_ms()):
                 mark = "*" if v.active else " "
                 when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(v.created_at / 1000))
                 print(f"{mark} v{v.version}\t{v.content_hash[:12]}\t{when}Z\t"
@@ -309,7 +309,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from collector.retention import policy_from, purge
+    from collector.services.retention import policy_from, purge
 
     cfg, store = _store(args)
     try:
@@ -464,8 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from collector.config import ConfigError
-    from collector.rules_admin import RulesAdminError
     from collector.server import ServerError
+    from collector.services.rules import RulesAdminError
     from collector.store.base import StoreError
 
     parser = build_parser()

@@ -55,6 +55,8 @@ class ServerConfig:
     console_listen: str = "127.0.0.1:8443"
     public_url: str = ""                  # base URL of the console used in alert links
     allowed_hosts: list[str] = field(default_factory=lambda: ["localhost", "127.0.0.1"])
+    # reverse proxies (addresses or CIDR networks) whose X-Forwarded-For the console believes
+    trusted_proxies: list[str] = field(default_factory=list)
     rules_poll_seconds: float = 1.0       # how often serve looks for a newly published bundle
     max_connections: int = 20000          # agent streams held at once; more are told to retry
     model_fetch_concurrency: int = 50     # model downloads served at once; more are told to retry

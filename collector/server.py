@@ -26,14 +26,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from collector import retention
-from collector.alerts import Alerter
 from collector.artefacts import ArtefactStore, FetchLimit
 from collector.config import Config
 from collector.domain.triage import TriagePolicy
 from collector.enrol import EnrollmentService, TokenBucket
 from collector.fanout import Hub
-from collector.rules_admin import public_key_path
+from collector.services import retention
+from collector.services.alerts import Alerter
+from collector.services.rules import public_key_path
 from collector.store import open_configured_store
 from collector.store.base import RuleVersion, Store
 from collector.store.ingest import Writer
@@ -91,6 +91,7 @@ class CollectorServer:
         self.cfg, self.clock = cfg, clock
         self.want_console, self.scheduled_purge = console, scheduled_purge
         self.listeners: dict[str, str] = {}
+        self._console_store: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._servers: list[grpc.aio.Server] = []
         self._uvicorn: Any = None
@@ -195,12 +196,7 @@ class CollectorServer:
         if self.scheduled_purge:
             self._tasks.append(asyncio.create_task(
                 retention.run_scheduled(self.store, self.run, cfg.retention), name="purge"))
-        if self.want_console and self.store.backend != "sqlite":
-            # The console still opens the SQLite file itself (collector/console/app.py): on
-            # another store it would show a different, empty database.
-            log.warning("the web console runs on the SQLite store only; serving gRPC only "
-                        "(store.url is %s)", self.store.backend)
-        elif self.want_console:
+        if self.want_console:
             await self._start_console(pki)
         return dict(self.listeners)
 
@@ -275,8 +271,17 @@ class CollectorServer:
         real_port = sock.getsockname()[1]
         public = self.cfg.server.public_url or f"https://{'localhost' if host in ('0.0.0.0', '127.0.0.1') else host}:{real_port}"  # noqa: E501, S104
         self.alerter.public_url = public.rstrip("/")
-        app = create_app(db_path=self.cfg.db_path, data_dir=self.cfg.data_dir,
-                         public_url=public, allowed_hosts=list(self.cfg.server.allowed_hosts))
+        proxies = list(self.cfg.server.trusted_proxies)
+        if self.store.backend == "sqlite":
+            app = create_app(db_path=self.cfg.db_path, data_dir=self.cfg.data_dir,
+                             public_url=public, allowed_hosts=list(self.cfg.server.allowed_hosts),
+                             trusted_proxies=proxies)
+        else:
+            # The console's own pool on the shared store (closed in stop()).
+            self._console_store = open_configured_store(self.cfg, migrate=False)
+            app = create_app(store=self._console_store, data_dir=self.cfg.data_dir,
+                             public_url=public, allowed_hosts=list(self.cfg.server.allowed_hosts),
+                             trusted_proxies=proxies)
         config = uvicorn.Config(app, ssl_certfile=str(pki.server_cert),
                                 ssl_keyfile=str(pki.server_key), log_level="warning",
                                 lifespan="auto")
@@ -320,3 +325,5 @@ class CollectorServer:
             if self.wstore is not self.store:
                 self.wstore.close()
             self.store.close()
+        if self._console_store is not None:
+            self._console_store.close()

@@ -1,5 +1,7 @@
 """``vigil-collector`` sub-commands owned by the console: user, roster, device, report.
 
+Each command is a thin adapter over the console's services (collector/services/).
+
 ``register(subparsers)`` adds them; each handler takes the parsed args (with ``data_dir``)
 and returns an exit code. Errors are one clear line on stderr and exit code 2. Every action
 is audited as ``cli:<os user>``.
@@ -11,20 +13,20 @@ import argparse
 import getpass
 import secrets
 import smtplib
-import sqlite3
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from collector.config import ConfigError, load_config
+from collector.services.accounts import ROLES, AuthError, BadInput, Refused
+from collector.services.reports import weekly_text
+from collector.services.roster import RosterError
 
-from .audit import audit
-from .auth import ROLES, AuthError, create_user
-from .db import connect, migrate_all
-from .reports import email_weekly, weekly_summary, weekly_text
-from .roster import RosterError, import_roster
+from .db import open_console_store
+from .web import Services
 
 __all__ = ["register"]
 
@@ -38,10 +40,6 @@ def _actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli:unknown"
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _db_path(args: argparse.Namespace) -> Path:
@@ -58,21 +56,28 @@ def _config(args: argparse.Namespace) -> Any:
                        data_dir=Path(data_dir) if data_dir else None)
 
 
-def _open(args: argparse.Namespace) -> sqlite3.Connection:
+@contextmanager
+def _services(args: argparse.Namespace) -> Iterator[Services]:
     path = _db_path(args)
     if not path.exists():
         raise CliError(f"{path}: no store here; run 'vigil-collector init' first "
                        "(or pass --data-dir)")
-    migrate_all(path)
-    return connect(path)
+    store = open_console_store(path, path.parent)
+    try:
+        yield Services(store, time.time)
+    finally:
+        store.close()
 
 
 def _wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except (CliError, AuthError, RosterError, ConfigError) as e:
+        except (CliError, AuthError, RosterError, ConfigError, BadInput) as e:
             print(f"error: {e}", file=sys.stderr)
+            return 2
+        except Refused as e:
+            print(f"error: {e.reason}", file=sys.stderr)
             return 2
         except OSError as e:
             print(f"error: {e.filename or ''} {e.strerror or e}".strip(), file=sys.stderr)
@@ -81,31 +86,46 @@ def _wrap(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespa
     return run
 
 
-def _user_create(args: argparse.Namespace) -> int:
+def _password(args: argparse.Namespace) -> tuple[str, bool]:
+    """(password, generated): the first line of stdin with --password-stdin, else a new one."""
     if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        generated = False
-    else:
-        password = secrets.token_urlsafe(15)
-        generated = True
-    conn = _open(args)
-    try:
-        now = _now_ms()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            user = create_user(conn, username=args.username, role=args.role, sites=args.site,
-                               password=password, now_ms=now,
-                               display_name=args.display_name or "", email=args.email or "")
-            audit(conn, now, _actor(), "user.create", f"user:{user.username}",
-                  user.sites[0] if len(user.sites) == 1 and user.sites[0] != "*" else None,
-                  {"role": user.role, "sites": list(user.sites)})
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    finally:
-        conn.close()
+        return sys.stdin.readline().rstrip("\r\n"), False
+    return secrets.token_urlsafe(15), True
+
+
+def _user_create(args: argparse.Namespace) -> int:
+    password, generated = _password(args)
+    with _services(args) as svc:
+        user = svc.accounts.create_user(
+            actor=_actor(), username=args.username, role=args.role, sites=args.site,
+            password=password, display_name=args.display_name or "", email=args.email or "")
     print(f"created {user.role} {user.username} for {', '.join(user.sites)}")
+    if generated:
+        print(f"password: {password}")
+        print("Give it to the user privately; it is not shown again.")
+    return 0
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    with _services(args) as svc:
+        users = svc.accounts.list_users(actor=_actor())
+    if not users:
+        print("no console accounts yet; add one with 'vigil-collector user create'")
+        return 0
+    width = max(len(u["username"]) for u in users)
+    for u in users:
+        state = "  (disabled)" if u["disabled"] else ""
+        print(f"{u['username']:<{width}}  {u['role']:<11}  {','.join(u['sites']):<16}  "
+              f"{u['display_name']}{state}")
+    return 0
+
+
+def _user_reset_password(args: argparse.Namespace) -> int:
+    password, generated = _password(args)
+    with _services(args) as svc:
+        ended = svc.accounts.reset_password(actor=_actor(), username=args.username,
+                                            password=password)
+    print(f"new password set for {args.username}; {ended} session(s) logged out")
     if generated:
         print(f"password: {password}")
         print("Give it to the user privately; it is not shown again.")
@@ -118,14 +138,8 @@ def _roster_import(args: argparse.Namespace) -> int:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise CliError(f"{path}: not UTF-8 text ({e.reason}); save the CSV as UTF-8") from None
-    conn = _open(args)
-    try:
-        result = import_roster(conn, text, args.site)
-        audit(conn, _now_ms(), _actor(), "roster.import", str(path.name), args.site,
-              {"imported": len(result.rows), "rejected": len(result.errors),
-               "bad_lines": [e.line for e in result.errors][:200]})
-    finally:
-        conn.close()
+    with _services(args) as svc:
+        result = svc.roster.import_roster(text, args.site, actor=_actor(), source=path.name)
     for err in result.errors:
         print(f"{path}: {err}", file=sys.stderr)
     print(f"imported {len(result.rows)} pupil(s) into {args.site}; "
@@ -134,45 +148,35 @@ def _roster_import(args: argparse.Namespace) -> int:
 
 
 def _device_room(args: argparse.Namespace) -> int:
-    conn = _open(args)
-    try:
-        row = conn.execute("SELECT site_id, hostname FROM devices WHERE id = ?",
-                           (args.device_id,)).fetchone()
-        if row is None:
+    with _services(args) as svc:
+        try:
+            hostname = svc.roster.set_room(args.device_id, args.room, actor=_actor())
+        except Refused:
             raise CliError(f"device {args.device_id!r} is not enrolled; "
-                           "see 'vigil-collector devices' for ids")
-        conn.execute("UPDATE devices SET room = ? WHERE id = ?",
-                     (args.room or None, args.device_id))
-        audit(conn, _now_ms(), _actor(), "device.room", f"device:{args.device_id}", row[0],
-              {"room": args.room})
-    finally:
-        conn.close()
-    print(f"{row[1]} ({args.device_id}) is now in room {args.room!r}")
+                           "see 'vigil-collector devices' for ids") from None
+    print(f"{hostname} ({args.device_id}) is now in room {args.room!r}")
     return 0
 
 
 def _report_weekly(args: argparse.Namespace) -> int:
-    conn = _open(args)
-    try:
-        if conn.execute("SELECT 1 FROM sites WHERE id = ?", (args.site,)).fetchone() is None:
-            raise CliError(f"--site {args.site!r} does not exist")
-        cfg = _config(args)
-        public_url = str(getattr(cfg.server, "public_url", "") or "")
-        sent = 0
-        if args.email:
-            try:
-                text, sent = email_weekly(conn, args.site, _now_ms(), cfg.smtp, args.to,
-                                          public_url)
-            except ValueError as e:
-                raise CliError(str(e)) from None
-            except (OSError, smtplib.SMTPException) as e:
-                raise CliError(f"could not send the email via {cfg.smtp.host}:"
-                               f"{cfg.smtp.port}: {e}") from None
-        else:
-            text = weekly_text(weekly_summary(conn, args.site, _now_ms()), public_url)
-        audit(conn, _now_ms(), _actor(), "report.weekly", "", args.site, {"emailed_to": sent})
-    finally:
-        conn.close()
+    cfg = _config(args)
+    public_url = str(getattr(cfg.server, "public_url", "") or "")
+    sent = 0
+    with _services(args) as svc:
+        reports = svc.reports
+        try:
+            if args.email:
+                text, sent = reports.email_weekly(args.site, cfg.smtp, actor=_actor(),
+                                                  recipients=args.to, public_url=public_url)
+            else:
+                text = weekly_text(reports.weekly_summary(args.site), public_url)
+                svc.audit.record(_actor(), "report.weekly", "", args.site, emailed_to=0)
+        except BadInput as e:
+            raise CliError(f"--site {args.site!r} does not exist" if "does not exist" in str(e)
+                           else str(e)) from None
+        except (OSError, smtplib.SMTPException) as e:
+            raise CliError(f"could not send the email via {cfg.smtp.host}:"
+                           f"{cfg.smtp.port}: {e}") from None
     print(text, end="")
     if sent:
         print(f"(emailed to {sent} recipient(s))")
@@ -210,6 +214,20 @@ def register(subparsers: Any) -> None:
                         help="read the password from the first line of standard input")
     _common(create)
     create.set_defaults(**_handler(_user_create))
+    lst = usub.add_parser("list", help="list console accounts",
+                          description="List every console account: username, role, sites "
+                          "and name (never a password). Audited.")
+    _common(lst)
+    lst.set_defaults(**_handler(_user_list))
+    reset = usub.add_parser("reset-password", help="give an account a new password",
+                            description="Set a new password for an account and log out all "
+                            "of its sessions. Prints a generated password unless one is given "
+                            "on standard input. Audited.")
+    reset.add_argument("username", help="log-in name")
+    reset.add_argument("--password-stdin", action="store_true",
+                       help="read the password from the first line of standard input")
+    _common(reset)
+    reset.set_defaults(**_handler(_user_reset_password))
 
     roster = subparsers.add_parser("roster", help="pupil roster",
                                    description="Manage the pupil roster.")

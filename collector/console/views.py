@@ -6,19 +6,18 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
+from collector.services.accounts import DEVICE_COOKIE_MS, AuthError, LoginThrottled
+from collector.services.exports import CPOMS_COLUMNS, INCIDENT_COLUMNS, ExportRange, to_csv
+from collector.services.queue import PAGE_SIZE, QueueFilters
 from collector.store.screenshots import ScreenshotError, read_screenshot
 
-from . import capture, exports, reports
-from .audit import audit
-from .auth import AuthError, LoginThrottled, authenticate, create_session, destroy_session
-from .capture import BadAction, Refused
 from .labels import ACTIONS, STATUSES, category_label, fmt_time, known_categories
-from .queue import PAGE_SIZE, QueueFilters, queue_page, user_sites
 from .web import Ctx
 
 __all__ = ["ROUTES"]
@@ -33,6 +32,13 @@ def home(ctx: Ctx) -> Response:
 
 def healthz(ctx: Ctx) -> Response:
     return PlainTextResponse("ok")
+
+
+FAVICON = Path(__file__).parent / "static" / "favicon.ico"
+
+
+def favicon(ctx: Ctx) -> Response:
+    return FileResponse(FAVICON, media_type="image/x-icon")
 
 
 def _safe_next(target: str) -> str:
@@ -57,18 +63,21 @@ def login_submit(ctx: Ctx) -> Response:
     if not cookie or not secrets.compare_digest(cookie, f.get("csrf", "")):
         ctx.audit("login.refused", username, reason="csrf")
         return ctx.render("error.html", 403, message="The log-in form expired; reload it.")
+    accounts = ctx.services.accounts
+    device = ctx.request.cookies.get(ctx.console.device_cookie) or None
     try:
-        user = authenticate(ctx.conn, username, f.get("password", ""), ctx.ip, ctx.now_ms)
+        user = accounts.authenticate(username, f.get("password", ""), ctx.ip, device)
     except LoginThrottled as e:
         ctx.audit("login.throttled", username, ip=ctx.ip)
         return _login_again(ctx, str(e), 429)
     except AuthError as e:
         ctx.audit("login.failed", username, ip=ctx.ip)
         return _login_again(ctx, str(e), 401)
-    token = create_session(ctx.conn, user, ctx.ip, ctx.now_ms)
-    audit(ctx.conn, ctx.now_ms, user.username, "login.ok", "", None, {"ip": ctx.ip})
+    token, device = accounts.start_session(user, ctx.ip, device)
+    ctx.services.audit.record(user.username, "login.ok", "", None, now_ms=ctx.now_ms, ip=ctx.ip)
     resp = RedirectResponse(_safe_next(f.get("next", "/")), status_code=303)
     ctx.console.set_cookie(resp, ctx.console.session_cookie, token, None)
+    ctx.console.set_cookie(resp, ctx.console.device_cookie, device, DEVICE_COOKIE_MS // 1000)
     resp.delete_cookie(ctx.console.login_cookie, path="/", secure=ctx.console.secure,
                        httponly=True, samesite="strict")
     return resp
@@ -84,7 +93,7 @@ def _login_again(ctx: Ctx, error: str, status: int) -> Response:
 
 def logout(ctx: Ctx) -> Response:
     ctx.audit("logout")
-    destroy_session(ctx.conn, ctx.request.cookies.get(ctx.console.session_cookie))
+    ctx.services.accounts.end_session(ctx.request.cookies.get(ctx.console.session_cookie))
     resp = RedirectResponse("/login", status_code=303)
     resp.delete_cookie(ctx.console.session_cookie, path="/", secure=ctx.console.secure,
                        httponly=True, samesite="strict")
@@ -95,14 +104,14 @@ def logout(ctx: Ctx) -> Response:
 
 def _queue_values(ctx: Ctx) -> dict[str, Any]:
     f = QueueFilters.from_query(ctx.request.query_params)
-    rows, total = queue_page(ctx.conn, ctx.user, f)
+    rows, total = ctx.services.queue.page(ctx.user, f)
     digest = hashlib.sha256(repr([(r.id, r.status, r.count, r.last_time) for r in rows])
                             .encode()).hexdigest()[:16]
     cats = known_categories()
     if f.category and f.category not in cats:
         cats.append(f.category)
     return {"f": f, "rows": rows, "total": total, "digest": digest,
-            "sites": user_sites(ctx.conn, ctx.user), "statuses": STATUSES,
+            "sites": ctx.services.accounts.sites_of(ctx.user), "statuses": STATUSES,
             "categories": [(c, category_label(c)) for c in cats],
             "pages": max(1, -(-total // PAGE_SIZE))}
 
@@ -130,12 +139,13 @@ def _qid(ctx: Ctx) -> int:
 
 
 def capture_page(ctx: Ctx) -> Response:
-    view = capture.load_item(ctx.conn, ctx.user, _qid(ctx), ctx.now_ms)
+    qid = _qid(ctx)
+    view = ctx.services.casework.load_item(ctx.user, qid)
     site = view.item["site_id"]
     if view.restricted and not view.unlocked:
-        ctx.audit("capture.view_guidance", f"queue_item:{_qid(ctx)}", site)
+        ctx.audit("capture.view_guidance", f"queue_item:{qid}", site)
     else:
-        ctx.audit("capture.view", f"queue_item:{_qid(ctx)}", site, restricted=view.restricted)
+        ctx.audit("capture.view", f"queue_item:{qid}", site, restricted=view.restricted)
     return ctx.render("capture.html", view=view, actions=ACTIONS, statuses=STATUSES,
                       done=ctx.request.query_params.get("done", ""))
 
@@ -143,16 +153,15 @@ def capture_page(ctx: Ctx) -> Response:
 def capture_act(ctx: Ctx) -> Response:
     qid = _qid(ctx)
     f = ctx.form
-    capture.act(ctx.conn, ctx.user, qid, f.get("op", ""), f.get("value", ""), f.get("note", ""),
-                ctx.now_ms)
+    ctx.services.casework.act(ctx.user, qid, f.get("op", ""), f.get("value", ""),
+                              f.get("note", ""))
     return RedirectResponse(f"/captures/{qid}?done={f.get('op', '')}", status_code=303)
 
 
 def screenshot(ctx: Ctx) -> Response:
     qid = _qid(ctx)
     cid = ctx.request.path_params["cid"]
-    path = capture.screenshot_path(ctx.conn, ctx.user, qid, cid)
-    site = ctx.conn.execute("SELECT site_id FROM queue_items WHERE id = ?", (qid,)).fetchone()[0]
+    path, site = ctx.services.casework.screenshot(ctx.user, qid, cid)
     try:
         data = read_screenshot(ctx.console.data_dir, path)
     except (ScreenshotError, OSError) as e:
@@ -167,34 +176,25 @@ def screenshot(ctx: Ctx) -> Response:
 
 def unlock_request(ctx: Ctx) -> Response:
     qid = _qid(ctx)
-    capture.request_unlock(ctx.conn, ctx.user, qid, ctx.form.get("reason", ""), ctx.now_ms)
+    ctx.services.casework.request_unlock(ctx.user, qid, ctx.form.get("reason", ""))
     return RedirectResponse(f"/captures/{qid}", status_code=303)
 
 
 def approvals(ctx: Ctx) -> Response:
-    pending = capture.pending_approvals(ctx.conn, ctx.user, ctx.now_ms)
+    pending = ctx.services.casework.pending_approvals(ctx.user)
     ctx.audit("approvals.view", "", None, shown=len(pending))
     return ctx.render("approvals.html", pending=pending)
 
 
 def approve(ctx: Ctx) -> Response:
-    capture.approve_unlock(ctx.conn, ctx.user, int(ctx.request.path_params["uid"]), ctx.now_ms)
+    ctx.services.casework.approve_unlock(ctx.user, int(ctx.request.path_params["uid"]))
     return RedirectResponse("/approvals", status_code=303)
 
 
 # --- technicians -----------------------------------------------------------------------------
 
 def devices(ctx: Ctx) -> Response:
-    sites = user_sites(ctx.conn, ctx.user)
-    marks = ",".join("?" * len(sites)) or "NULL"
-    rows = ctx.conn.execute(
-        f"SELECT id, site_id, group_name, hostname, os, agent_version, rules_version, room, "
-        f"last_seen_at, spool_depth, drops, revoked_at FROM devices WHERE site_id IN ({marks}) "
-        f"ORDER BY site_id, room, hostname LIMIT 5000", sites).fetchall()
-    tokens = ctx.conn.execute(
-        f"SELECT id, site_id, group_name, max_uses, uses, expires_at, revoked_at, created_by "
-        f"FROM enrol_tokens WHERE site_id IN ({marks}) ORDER BY created_at DESC LIMIT 200",
-        sites).fetchall()  # never the secret: only its hash is stored, and not shown
+    rows, tokens = ctx.services.roster.devices(ctx.user)
     ctx.audit("devices.view", "", None, shown=len(rows))
     return ctx.render("devices.html", devices=rows, tokens=tokens, fmt_time=fmt_time,
                       now_ms=ctx.now_ms, drops=_drops)
@@ -212,98 +212,83 @@ def _drops(raw: str | None) -> str:
 
 
 def device_room(ctx: Ctx) -> Response:
-    dev_id = ctx.request.path_params["device_id"]
-    row = ctx.conn.execute("SELECT site_id FROM devices WHERE id = ?", (dev_id,)).fetchone()
-    if row is None or not ctx.user.has_site(row[0]):
-        raise Refused(404, "no such device", row[0] if row else None)
-    room = ctx.form.get("room", "").strip()[:100]
-    ctx.conn.execute("UPDATE devices SET room = ? WHERE id = ?", (room or None, dev_id))
-    ctx.audit("device.room", f"device:{dev_id}", row[0], room=room)
+    ctx.services.roster.set_room(ctx.request.path_params["device_id"],
+                                 ctx.form.get("room", ""), actor=ctx.user.username,
+                                 user=ctx.user)
     return RedirectResponse("/devices", status_code=303)
 
 
 def rule_stats(ctx: Ctx) -> Response:
-    stats = capture.rule_precision(ctx.conn, user_sites(ctx.conn, ctx.user))
-    versions = ctx.conn.execute(
-        "SELECT version, content_hash, created_at, published_by, active, note "
-        "FROM rule_versions ORDER BY version DESC LIMIT 50").fetchall()
+    stats = ctx.services.casework.rule_precision(ctx.user)
+    versions = ctx.services.casework.rule_versions(ctx.user)
     ctx.audit("rules.stats_view", "", None)
     return ctx.render("rule_stats.html", stats=stats, versions=versions, fmt_time=fmt_time)
 
 
 # --- exports and reports ---------------------------------------------------------------------
 
-def _range(ctx: Ctx) -> exports.ExportRange:
+def _range(ctx: Ctx) -> ExportRange:
     q = ctx.request.query_params
-    sites = user_sites(ctx.conn, ctx.user)
-    site = q.get("site", "")
-    if site and site not in sites:
-        raise Refused(404, "site not yours", site)
-    return exports.ExportRange([site] if site else sites, q.get("from", ""), q.get("to", ""))
+    return ctx.services.exports.range_for(ctx.user, q.get("site", ""), q.get("from", ""),
+                                          q.get("to", ""))
 
 
 def exports_page(ctx: Ctx) -> Response:
-    return ctx.render("exports.html", sites=user_sites(ctx.conn, ctx.user))
+    return ctx.render("exports.html", sites=ctx.services.accounts.sites_of(ctx.user))
 
 
 def _csv(ctx: Ctx, name: str, header: tuple[str, ...], rows: list[tuple[str, ...]],
-         rng: exports.ExportRange) -> Response:
+         rng: ExportRange) -> Response:
     ctx.audit(f"export.{name}", "", rng.sites[0] if len(rng.sites) == 1 else None,
               rows=len(rows), sites=rng.sites, date_from=rng.date_from, date_to=rng.date_to)
     stamp = dt.datetime.fromtimestamp(ctx.now_ms / 1000, dt.UTC).strftime("%Y%m%d")
-    return Response(exports.to_csv(header, rows), media_type="text/csv; charset=utf-8",
+    return Response(to_csv(header, rows), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition":
                              f'attachment; filename="vigil-{name}-{stamp}.csv"'})
 
 
 def incident_csv(ctx: Ctx) -> Response:
     rng = _range(ctx)
-    return _csv(ctx, "incident_log", exports.INCIDENT_COLUMNS,
-                exports.incident_rows(ctx.conn, rng), rng)
+    return _csv(ctx, "incident_log", INCIDENT_COLUMNS,
+                ctx.services.exports.incident_rows(ctx.user, rng), rng)
 
 
 def cpoms_csv(ctx: Ctx) -> Response:
     rng = _range(ctx)
-    return _csv(ctx, "cpoms", exports.CPOMS_COLUMNS, exports.cpoms_rows(ctx.conn, rng), rng)
+    return _csv(ctx, "cpoms", CPOMS_COLUMNS, ctx.services.exports.cpoms_rows(ctx.user, rng),
+                rng)
 
 
 def incident_html(ctx: Ctx) -> Response:
     rng = _range(ctx)
-    rows = exports.incident_rows(ctx.conn, rng)
+    rows = ctx.services.exports.incident_rows(ctx.user, rng)
     ctx.audit("export.incident_log_html", "", rng.sites[0] if len(rng.sites) == 1 else None,
               rows=len(rows), sites=rng.sites)
-    return ctx.render("incident_log.html", columns=exports.INCIDENT_COLUMNS, rows=rows, rng=rng)
+    return ctx.render("incident_log.html", columns=INCIDENT_COLUMNS, rows=rows, rng=rng)
 
 
 def weekly(ctx: Ctx) -> Response:
-    sites = user_sites(ctx.conn, ctx.user)
-    site = ctx.request.query_params.get("site", "") or (sites[0] if sites else "")
-    if site not in sites:
-        raise Refused(404, "site not yours", site or None)
-    summary = reports.weekly_summary(ctx.conn, site, ctx.now_ms)
+    reports = ctx.services.reports
+    site = reports.weekly_site(ctx.user, ctx.request.query_params.get("site", ""))
+    summary = reports.weekly_summary(site)
     ctx.audit("report.weekly", "", site)
-    return ctx.render("weekly.html", s=summary, sites=sites)
+    return ctx.render("weekly.html", s=summary, sites=ctx.services.accounts.sites_of(ctx.user))
 
 
 def annual(ctx: Ctx) -> Response:
-    sites = user_sites(ctx.conn, ctx.user)
-    this_year = dt.datetime.fromtimestamp(ctx.now_ms / 1000, dt.UTC).year
-    try:
-        year = int(ctx.request.query_params.get("year", this_year))
-    except ValueError as e:
-        raise BadAction("year: give a number such as 2026") from e
+    reports = ctx.services.reports
+    year = reports.parse_year(ctx.request.query_params.get("year"))
     site = ctx.request.query_params.get("site", "")
-    if site and site not in sites:
-        raise Refused(404, "site not yours", site)
-    report = reports.annual_report(ctx.conn, [site] if site else sites, year)
+    report = reports.annual(ctx.user, site, year)
     ctx.audit("report.annual", "", site or None, year=year)
-    return ctx.render("annual.html", r=report, sites=sites, site=site,
-                      peak=max([n for _, n in report.months] + [1]))
+    return ctx.render("annual.html", r=report, sites=ctx.services.accounts.sites_of(ctx.user),
+                      site=site, peak=max([n or 0 for _, n in report.months] + [1]))
 
 
 ROUTES: list[tuple[str, Any, list[str], dict[str, Any]]] = [
     ("/", home, ["GET"], {}),
     ("/healthz", healthz, ["GET"], {"login": False}),
+    ("/favicon.ico", favicon, ["GET"], {"login": False}),
     ("/login", login_page, ["GET"], {"login": False}),
     ("/login", login_submit, ["POST"], {"login": False}),
     ("/logout", logout, ["POST"], {}),

@@ -1,10 +1,9 @@
 """The thin web layer: request context, the view wrapper (auth, CSRF, permission, audit of
-refusals) and template rendering. Views themselves live in views.py."""
+refusals) and template rendering. Views live in views.py; every decision is a service's."""
 
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,25 +14,44 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 
-from .audit import audit
-from .auth import Session, User, load_session
-from .capture import BadAction, Refused
-from .db import ConnectionPool
+from collector.services.accounts import AccountsService, BadInput, Refused, Session, User
+from collector.services.audit import AuditLog
+from collector.services.casework import CaseworkService
+from collector.services.exports import ExportsService
+from collector.services.queue import QueueService
+from collector.services.reports import ReportsService
+from collector.services.roster import RosterService
+
+from .auth import Proxies, client_address
+from .labels import show_bidi
 from .security import csrf_ok, origin_ok
 
-__all__ = ["Console", "Ctx", "Handler"]
+__all__ = ["Console", "Ctx", "Handler", "Services"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 
 
+class Services:
+    """The application services the console's views call, over one store and clock."""
+
+    def __init__(self, store: Any, clock: Callable[[], float]) -> None:
+        self.audit = AuditLog(store, clock)
+        self.accounts = AccountsService(store, clock, self.audit)
+        self.casework = CaseworkService(store, clock, self.accounts, self.audit)
+        self.queue = QueueService(store, clock, self.accounts)
+        self.exports = ExportsService(store, clock, self.accounts)
+        self.reports = ReportsService(store, clock, self.accounts, self.audit)
+        self.roster = RosterService(store, clock, self.accounts, self.audit)
+
+
 @dataclass
 class Ctx:
-    """What a view gets: the request, its parsed form, a connection, the time and the user."""
+    """What a view gets: the request, its parsed form, the services, the time and the user."""
 
     console: Console
     request: Request
     form: dict[str, str]
-    conn: sqlite3.Connection
+    services: Services
     now_ms: int
     session: Session | None
     cookies_to_set: list[tuple[str, str, int | None]] = field(default_factory=list)
@@ -45,12 +63,15 @@ class Ctx:
 
     @property
     def ip(self) -> str:
-        return self.request.client.host if self.request.client else ""
+        peer = self.request.client.host if self.request.client else ""
+        return client_address(peer, self.request.headers.getlist("x-forwarded-for"),
+                              self.console.proxies)
 
     def audit(self, action: str, target: str = "", site_id: str | None = None,
               **detail: Any) -> None:
         actor = self.session.user.username if self.session else "anonymous"
-        audit(self.conn, self.now_ms, actor, action, target, site_id, detail)
+        self.services.audit.record(actor, action, target, site_id, now_ms=self.now_ms,
+                                   **detail)
 
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         return self.console.render(self, template, status, **values)
@@ -59,19 +80,35 @@ class Ctx:
 Handler = Callable[[Ctx], Response]
 
 
+def _finalize(value: Any) -> Any:
+    """Every ``{{ value }}`` of every template: bidi controls shown, never obeyed. (On
+    already-escaped Markup, ``str.translate`` keeps it Markup: nothing is escaped twice.)"""
+    return show_bidi(value) if isinstance(value, str) else value
+
+
 class Console:
-    def __init__(self, db_path: Path, data_dir: Path, public_url: str,
-                 clock: Callable[[], float], secure_cookies: bool) -> None:
-        self.pool = ConnectionPool(db_path)
+    def __init__(self, store: Any, data_dir: Path, public_url: str,
+                 clock: Callable[[], float], secure_cookies: bool,
+                 trusted_proxies: list[str] | None = None) -> None:
+        self.clock = clock
+        self.use_store(store)
         self.data_dir = data_dir
         self.public_url = public_url.rstrip("/")
         self.clock = clock
         self.secure = secure_cookies
+        self.proxies = Proxies(trusted_proxies or [])
         self.session_cookie = "__Host-vigil_session" if secure_cookies else "vigil_session"
         self.login_cookie = "__Host-vigil_login" if secure_cookies else "vigil_login"
+        self.device_cookie = "__Host-vigil_device" if secure_cookies else "vigil_device"
         self.static_version = secrets.token_hex(4)
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
-                                      autoescape=True, undefined=jinja2.StrictUndefined)
+                                      autoescape=True, undefined=jinja2.StrictUndefined,
+                                      finalize=_finalize)
+
+    def use_store(self, store: Any) -> None:
+        """Work on ``store`` from now on (None: closed until a server starts again)."""
+        self.store = store
+        self.services = Services(store, self.clock)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -105,10 +142,9 @@ class Console:
 
     def _run(self, handler: Handler, request: Request, form: dict[str, str],
              permission: str | None, login: bool) -> Response:
-        conn = self.pool.get()
         now = self.now_ms()
-        session = load_session(conn, request.cookies.get(self.session_cookie), now)
-        ctx = Ctx(self, request, form, conn, now, session)
+        session = self.services.accounts.session(request.cookies.get(self.session_cookie))
+        ctx = Ctx(self, request, form, self.services, now, session)
         if login and session is None:
             if request.method == "GET":
                 return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
@@ -130,5 +166,5 @@ class Console:
             ctx.audit("access.refused", request.url.path, e.site_id, reason=e.reason)
             msg = "Not found." if e.status == 404 else "You are not allowed to see this."
             return ctx.render("error.html", e.status, message=msg)
-        except BadAction as e:
+        except BadInput as e:
             return ctx.render("error.html", 400, message=str(e))

@@ -6,9 +6,14 @@ schema (collector/store/schema.py) stays the shared contract. Times are integer 
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 from sqlite_utils import Database, Migrations
 
-__all__ = ["MIGRATIONS", "SCHEMA_SET", "migrate"]
+from collector.store import schema
+
+__all__ = ["MIGRATIONS", "SCHEMA_SET", "migrate", "migrate_file"]
 
 SCHEMA_SET = "vigil-console"
 MIGRATIONS = Migrations(SCHEMA_SET)
@@ -59,6 +64,40 @@ def _console(db: Database) -> None:
     )
 
 
+@MIGRATIONS(name="0002_login_throttle_pairs")
+def _throttle_pairs(db: Database) -> None:
+    # Log-in throttling by (account, address) pair, or (account, known device) for a browser
+    # that has logged in to the account before, instead of per address and per account: one
+    # address no longer locks out every account behind a proxy, and a wrong-password flood
+    # cannot lock a DSL out of their own browser (issue 14).
+    db.executescript(
+        """
+        ALTER TABLE console_login_attempts ADD COLUMN throttle_key TEXT NOT NULL DEFAULT '';
+        CREATE INDEX console_login_pair ON console_login_attempts(username, throttle_key, at);
+        CREATE TABLE console_known_devices (      -- browsers that logged in to an account
+            token_hash TEXT PRIMARY KEY,          -- sha256 of the device cookie
+            username TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            last_used_at INTEGER NOT NULL
+        );
+        CREATE INDEX console_known_devices_user ON console_known_devices(username);
+        """
+    )
+
+
 def migrate(db: Database) -> None:
     """Apply every pending console migration (after the core schema). Safe at every start."""
     MIGRATIONS.apply(db)
+
+
+def migrate_file(db_path: Path) -> None:
+    """Apply the core and the console migrations to the SQLite file at ``db_path``."""
+    conn = sqlite3.connect(db_path, isolation_level=None, timeout=10)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        db = Database(conn)
+        db.enable_wal()
+        schema.migrate(db)
+        migrate(db)
+    finally:
+        conn.close()

@@ -18,6 +18,7 @@ PostgreSQL's own lives here and in collector/store/pg_schema/:
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -89,6 +90,9 @@ class PostgresStore(AuditRepo, DevicesRepo, CapturesRepo, RulesRepo, RetentionRe
         self.clock = clock
         self.db = PostgresDb(url, min_size=pool_min, max_size=pool_max,
                              settings={"vigil.trust": trust_id})
+        self._leader_conn: Any = None
+        self._leader_held: set[str] = set()
+        self._leader_lock = threading.Lock()
 
     # -- plumbing --------------------------------------------------------------------------
     def migrate(self) -> list[str]:
@@ -107,6 +111,37 @@ class PostgresStore(AuditRepo, DevicesRepo, CapturesRepo, RulesRepo, RetentionRe
         now_ms = int(self.clock() * 1000) if now_ms is None else now_ms
         return int(self.db.scalar("SELECT vigil_ensure_partitions(?, ?)",
                                   (now_ms, months or self.months_ahead)))
+
+    def maintain(self, now_ms: int | None = None) -> None:
+        """Periodic upkeep (the retention loop's leader runs it): next months' partitions."""
+        self.maintain_partitions(now_ms)
+
+    def is_leader(self, job: str) -> bool:
+        """True while this process holds the trust-wide lock for ``job`` (escalation e-mails,
+        the scheduled purge): a session advisory lock on a dedicated connection, so exactly one
+        of N collectors runs each job, and another takes over within one interval when that
+        process dies (its connection, and with it the lock, goes away)."""
+        import psycopg
+
+        with self._leader_lock:
+            try:
+                if self._leader_conn is None or self._leader_conn.closed:
+                    self._leader_conn = psycopg.connect(self.url, autocommit=True,
+                                                        connect_timeout=5)
+                    self._leader_held.clear()
+                if job in self._leader_held:
+                    self._leader_conn.execute("SELECT 1")  # still connected = still held
+                    return True
+                got = self._leader_conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtext(%s))",
+                    (f"vigil:{self.trust_id}:{job}",)).fetchone()[0]
+            except psycopg.OperationalError:
+                self._leader_conn = None
+                self._leader_held.clear()
+                return False
+            if got:
+                self._leader_held.add(job)
+            return bool(got)
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresStore]:
@@ -138,6 +173,10 @@ class PostgresStore(AuditRepo, DevicesRepo, CapturesRepo, RulesRepo, RetentionRe
         return Listener(self.url, channels, settings={"vigil.trust": self.trust_id})
 
     def close(self) -> None:
+        with self._leader_lock:
+            if self._leader_conn is not None:
+                self._leader_conn.close()
+                self._leader_conn = None
         self.db.close()
 
     # -- backend hooks the repositories call --------------------------------------------------

@@ -58,6 +58,15 @@ class SqliteStore(AuditRepo, DevicesRepo, CapturesRepo, RulesRepo, RetentionRepo
         with self.db.transaction():
             yield self
 
+    def is_leader(self, job: str) -> bool:
+        """One collector process per SQLite file is the supported deployment, so it leads
+        every periodic job (several processes on one shared SQLite file would each run them:
+        use PostgreSQL for more than one collector)."""
+        return True
+
+    def maintain(self, now_ms: int | None = None) -> None:
+        """Nothing to maintain on SQLite (no partitions)."""
+
     def after_purge(self) -> None:
         # The WAL still holds earlier images of the purged pages: checkpoint them into the
         # (securely deleted) main file and truncate the WAL to zero bytes.

@@ -157,3 +157,38 @@ def test_report_weekly_email_errors_are_one_line(data, capsys):
     assert run(["report", "weekly", "--site", "north", "--email", "--data-dir", str(data)]) == 2
     err = capsys.readouterr().err
     assert f"could not send the email via 127.0.0.1:{port}" in err and "Traceback" not in err
+
+
+def test_user_list_and_reset_password(data, capsys, monkeypatch):
+    assert run(["user", "create", "--username", "mrs.jones", "--role", "dsl", "--site", "north",
+                "--display-name", "Mrs Jones", "--password-stdin", "--data-dir", str(data)],
+               monkeypatch, "the first long password\n") == 0
+    capsys.readouterr()
+    assert run(["user", "list", "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "mrs.jones" in out and "dsl" in out and "north" in out and "Mrs Jones" in out
+    assert "argon2" not in out
+    app = create_app(data / "vigil.db", data, public_url="https://testserver",
+                     allowed_hosts=["testserver"])
+    with TestClient(app, base_url="https://testserver") as c:
+        assert login(c, "mrs.jones", "the first long password").status_code == 303
+        assert c.get("/queue").status_code == 200
+        assert run(["user", "reset-password", "mrs.jones", "--data-dir", str(data)]) == 0
+        out = capsys.readouterr().out
+        assert "1 session(s) logged out" in out
+        new = next(line.split(": ", 1)[1] for line in out.splitlines()
+                   if line.startswith("password: "))
+        # the old session ended with the old password
+        assert c.get("/queue", follow_redirects=False).status_code == 303
+        assert login(c, "mrs.jones", "the first long password").status_code == 401
+        assert login(c, "mrs.jones", new).status_code == 303
+    assert run(["user", "reset-password", "nobody", "--password-stdin", "--data-dir",
+                str(data)], monkeypatch, "a long enough password\n") == 2
+    assert "'nobody' does not exist" in capsys.readouterr().err
+    assert run(["user", "reset-password", "mrs.jones", "--password-stdin", "--data-dir",
+                str(data)], monkeypatch, "short\n") == 2
+    assert "at least 12 characters" in capsys.readouterr().err
+    reset = audit_rows(data / "vigil.db", "user.reset_password")
+    assert len(reset) == 1 and reset[0]["actor"].startswith("cli:")
+    assert new not in reset[0]["detail"]
+    assert audit_rows(data / "vigil.db", "user.list")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from collector.console.exports import CPOMS_COLUMNS, INCIDENT_COLUMNS, neutralise
 from collector.console.labels import category_label
+from collector.services.exports import CPOMS_COLUMNS, INCIDENT_COLUMNS, neutralise
 
 from .conftest import post
 from .support import T0, audit_rows, connect, device, seed_capture
@@ -50,7 +50,10 @@ def test_incident_log_csv_has_the_seed_columns_and_is_safe(client_for, world):
     assert "Informed parents / carers (-phoned mum)" in first["Actions and Reasons"]
     restricted = dict(zip(rows[0], rows[2], strict=True))
     assert restricted["Name of Pupil or Staff Member"] == "Restricted"
-    assert "Referred to police" in restricted["Details of Incident"]
+    assert "withheld by design" in restricted["Details of Incident"]
+    # nobody recorded a referral: the record must not say one was made (issue 14)
+    assert "Referred to police" not in r.text
+    assert restricted["Actions and Reasons"] == "No action recorded"
     assert "NEVER-EXPORTED" not in r.text and "SOUTH" not in r.text
     for row in rows[1:]:
         for cell in row:
@@ -129,7 +132,10 @@ def test_annual_report_is_anonymous(client_for, world):
         seed_capture(conn, site_id="north", device_id=world.devices["it1"], category="grooming",
                      time_ms=T0)
     html = client_for("gov1").get("/reports/annual?year=2026").text
-    assert f"<td>{category_label('grooming')}</td><td>fewer than 3</td>" in html
+    # grooming 1 is withheld, and so is self-harm 3: the total (4) minus a shown 3 would
+    # give the 1 away
+    assert f"<td>{category_label('grooming')}</td><td>withheld</td>" in html
+    assert f"<td>{category_label('self_harm')}</td><td>withheld</td>" in html
     assert audit_rows(world.db, "report.annual")[0]["actor"] == "gov1"
     assert client_for("gov1").get("/reports/annual?year=abc").status_code == 400
     assert client_for("gov1").get("/captures/1").status_code in (403, 404)

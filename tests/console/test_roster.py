@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.console.roster import age_band, parse_roster
+from collector.services.roster import age_band, parse_roster
 
 
 @pytest.mark.parametrize(("year", "band"), [

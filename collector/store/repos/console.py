@@ -9,18 +9,16 @@ repository calls into one transaction with ``with store.atomic():``.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from collector.store.repos.accounts import AccountsRepo
-from collector.store.repos.audit import AuditRepo
 from collector.store.repos.casework import CaseworkRepo
 from collector.store.repos.queue import QueueRepo
 from collector.store.repos.reports import ReportsRepo
 from collector.store.repos.roster import RosterRepo
-from collector.store.sql import Db, SqliteDb
+from collector.store.sql import Db
 
-__all__ = ["ConsoleRepos", "SqliteConsoleStore"]
+__all__ = ["ConsoleRepos"]
 
 
 class ConsoleRepos(AccountsRepo, CaseworkRepo, QueueRepo, ReportsRepo, RosterRepo):
@@ -35,17 +33,3 @@ class ConsoleRepos(AccountsRepo, CaseworkRepo, QueueRepo, ReportsRepo, RosterRep
     if TYPE_CHECKING:  # provided by AuditRepo in the host store class
         def audit(self, actor: str, action: str, target: str = "", site_id: str | None = None,
                   detail: dict[str, Any] | None = None, now_ms: int | None = None) -> None: ...
-
-
-class SqliteConsoleStore(ConsoleRepos, AuditRepo):
-    """The console's repositories over one SQLite file, for as long as ``SqliteStore`` does
-    not yet inherit :class:`ConsoleRepos` (then ``open_console_store`` uses that instead).
-    The caller has applied the core and console migrations."""
-
-    def __init__(self, db_path: Path, busy_timeout_ms: int = 10_000) -> None:
-        self.db_path = Path(db_path)
-        self.db = SqliteDb(self.db_path, busy_timeout_ms, pragmas=("journal_mode = WAL",))
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.db.close()

@@ -1,17 +1,24 @@
-"""Pupil roster import (CSV from the school's MIS) and year group -> age band."""
+"""The pupil roster (CSV from the school's MIS, year group -> age band) and the technicians'
+device view: device health, enrolment tokens (never their secrets) and rooms."""
 
 from __future__ import annotations
 
 import csv
 import io
 import re
-import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["RosterError", "RosterResult", "age_band", "import_roster", "parse_roster"]
+from collector.services.accounts import AccountsService, Refused, User
+from collector.services.audit import AuditLog
+from collector.store.repos.console import ConsoleRepos
+
+__all__ = ["RosterError", "RosterResult", "RosterService", "age_band", "parse_roster"]
 
 _PRIMARY_WORDS = ("reception", "nursery", "rec", "r", "n", "ks1", "ks2", "eyfs")
 _STAFF_WORDS = ("staff", "teacher", "adult")
+MAX_ROOM = 100
 
 
 class RosterError(ValueError):
@@ -86,21 +93,46 @@ def parse_roster(text: str, site_id: str) -> RosterResult:
     return result
 
 
-def import_roster(conn: sqlite3.Connection, text: str, site_id: str) -> RosterResult:
-    """Upsert the good rows in one transaction; bad rows are returned, not raised."""
-    if conn.execute("SELECT 1 FROM sites WHERE id = ?", (site_id,)).fetchone() is None:
-        raise RosterError(0, f"site {site_id!r} does not exist")
-    result = parse_roster(text, site_id)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.executemany(
-            "INSERT INTO pupils (site_id, username, display_name, year_group, age_band) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (site_id, username) DO UPDATE SET "
-            "display_name = excluded.display_name, year_group = excluded.year_group, "
-            "age_band = excluded.age_band",
-            [(site_id, *r) for r in result.rows])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return result
+class RosterService:
+    def __init__(self, store: ConsoleRepos, clock: Callable[[], float],
+                 accounts: AccountsService, audit: AuditLog) -> None:
+        self.store = store
+        self.clock = clock
+        self.accounts = accounts
+        self.audit = audit
+
+    def import_roster(self, text: str, site_id: str, *, actor: str,
+                      source: str = "") -> RosterResult:
+        """Upsert the good rows in one transaction; bad rows are returned, not raised.
+        Audited (line numbers only, never names)."""
+        if not self.store.site_known(site_id):
+            raise RosterError(0, f"site {site_id!r} does not exist")
+        result = parse_roster(text, site_id)
+        with self.store.atomic():
+            self.store.upsert_pupils(site_id, result.rows)
+            self.audit.record(actor, "roster.import", source, site_id,
+                              imported=len(result.rows), rejected=len(result.errors),
+                              bad_lines=[e.line for e in result.errors][:200])
+        return result
+
+    def devices(self, user: User) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(device health rows, enrolment tokens) of the technician's sites."""
+        self.accounts.require(user, "devices")
+        sites = self.accounts.sites_of(user)
+        return self.store.site_devices(sites), self.store.site_tokens(sites)
+
+    def set_room(self, device_id: str, room: str, *, actor: str,
+                 user: User | None = None) -> str:
+        """Put a device in a room ('' clears it); returns its hostname. With ``user`` (the
+        console) the device must be one of their sites'. Raises Refused 404. Audited."""
+        if user is not None:
+            self.accounts.require(user, "devices")
+        row = self.store.device_site(device_id[:200])
+        if row is None or (user is not None and not user.has_site(row["site_id"])):
+            raise Refused(404, "no such device", row["site_id"] if row else None)
+        room = room.strip()[:MAX_ROOM]
+        with self.store.atomic():
+            self.store.set_device_room(device_id, room or None)
+            self.audit.record(actor, "device.room", f"device:{device_id}", row["site_id"],
+                              room=room)
+        return str(row["hostname"])

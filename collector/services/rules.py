@@ -176,3 +176,13 @@ def rollback(store: Store, data_dir: Path, actor: str, now_ms: int,
                                    f"rollback:{target.version}", now_ms, info.model,
                                    keep_models)
     raise RulesAdminError(f"version {active.version} has no earlier version to roll back to")
+
+
+def versions(store: Store, actor: str, now_ms: int) -> list[RuleVersion]:
+    """Every published version (oldest first), the listing audited."""
+    store.audit(actor, "rules.list", "", None, {}, now_ms)
+    return store.list_rule_versions()
+
+
+def has_published(store: Store) -> bool:
+    return store.active_rule_version_number() > 0

@@ -171,6 +171,9 @@ class Alerter:
         while True:
             await asyncio.sleep(self.cfg.check_seconds)
             try:
-                await self.check_escalations()
+                # With several collectors on one store, only the leader escalates, so a DSL
+                # never gets the same reminder twice.
+                if await self.run(self.store.is_leader, "escalations"):
+                    await self.check_escalations()
             except Exception:
                 log.exception("alert escalation check failed")

@@ -37,11 +37,17 @@ def purge(store: Store, policy: PurgePolicy, actor: str, now_ms: int | None = No
 
 async def run_scheduled(store: Store, run: Callable[..., Awaitable[Any]],
                         cfg: RetentionConfig) -> None:
-    """Purge once at start-up, then every ``purge_interval_hours``."""
+    """Purge (and maintain the store: next months' partitions on PostgreSQL) once at
+    start-up, then every ``purge_interval_hours``, in the one collector process that leads
+    the ``retention`` job."""
     while True:
         try:
-            report = await run(purge, store, policy_from(cfg), "system")
-            log.info("scheduled purge: %s", report.as_dict())
+            if await run(store.is_leader, "retention"):
+                await run(store.maintain)
+                report = await run(purge, store, policy_from(cfg), "system")
+                log.info("scheduled purge: %s", report.as_dict())
+            else:
+                log.debug("scheduled purge: another collector leads it")
         except Exception:
             log.exception("scheduled purge failed; will retry next interval")
         await asyncio.sleep(cfg.purge_interval_hours * 3600)
