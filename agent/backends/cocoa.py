@@ -7,13 +7,17 @@ All imported inside methods; nothing happens at import time.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .macos import AX_NO_VALUE, AX_SUCCESS, Focused, MacVolume
+from .mainloop import MainThreadCalls
+
+T = TypeVar("T")
 
 __all__ = ["Cocoa"]
 
@@ -39,6 +43,8 @@ class Cocoa:
 
     def __init__(self) -> None:
         self._running = False
+        #: Calls that must run on the main thread (TIS/TSM), drained between run-loop turns.
+        self.calls = MainThreadCalls()
 
     @classmethod
     def shared(cls) -> Cocoa:
@@ -64,15 +70,57 @@ class Cocoa:
         try:
             while not until.is_set():
                 with _pool():
-                    loop.runMode_beforeDate_(NSDefaultRunLoopMode,
-                                             NSDate.dateWithTimeIntervalSinceNow_(0.25))
+                    self.calls.drain()
+                    turned = loop.runMode_beforeDate_(
+                        NSDefaultRunLoopMode, NSDate.dateWithTimeIntervalSinceNow_(0.05))
+                if not turned:  # "returns immediately" with no input source attached
+                    until.wait(0.05)
         finally:
             self._running = False
+            self.calls.drain()
 
     def running(self) -> bool:
         return self._running
 
     main_loop_running = running
+
+    def call_on_main(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
+        """Run *fn* on the main thread (between run-loop turns) and return its result."""
+        return self.calls.call(fn, timeout)
+
+    def secure_input(self) -> bool:
+        """IsSecureEventInputEnabled() (Carbon), on the main thread: some application has
+        turned on secure keyboard entry (a password field, Terminal's Secure Keyboard
+        Entry), so no event tap sees keys until it is off."""
+        def ask() -> bool:
+            carbon = ctypes.CDLL("/System/Library/Frameworks/Carbon.framework/Carbon")
+            carbon.IsSecureEventInputEnabled.restype = ctypes.c_bool
+            carbon.IsSecureEventInputEnabled.argtypes = []
+            return bool(carbon.IsSecureEventInputEnabled())
+
+        return self.call_on_main(ask, timeout=2.0)
+
+    def focused_field(self) -> tuple[int, object, str, str]:
+        """(AXError, identity, role, subrole) of the system-wide focused UI element
+        (``AXUIElementCreateSystemWide`` -> ``kAXFocusedUIElementAttribute``); the identity
+        is (pid, CFHash), equal for CFEqual elements. Any thread; 0.25 s timeout."""
+        import ApplicationServices as AS
+        import CoreFoundation as CF
+
+        with _pool():
+            system = AS.AXUIElementCreateSystemWide()
+            AS.AXUIElementSetMessagingTimeout(system, 0.25)
+            err, element = AS.AXUIElementCopyAttributeValue(
+                system, AS.kAXFocusedUIElementAttribute, None)
+            if err != AX_SUCCESS or element is None:
+                return (err if err != AX_SUCCESS else AX_NO_VALUE), None, "", ""
+            e1, role = AS.AXUIElementCopyAttributeValue(element, AS.kAXRoleAttribute, None)
+            e2, subrole = AS.AXUIElementCopyAttributeValue(element, AS.kAXSubroleAttribute,
+                                                           None)
+            e3, pid = AS.AXUIElementGetPid(element, None)
+            identity = (int(pid) if e3 == AX_SUCCESS else 0, int(CF.CFHash(element)))
+            return (e1, identity, str(role or "") if e1 == AX_SUCCESS else "",
+                    str(subrole or "") if e2 == AX_SUCCESS else "")
 
     def observe_activation(self, on_app: Callable[[int, str], None]) -> Callable[[], None]:
         from AppKit import (

@@ -22,7 +22,11 @@ The pyobjc calls live in :mod:`agent.backends.cocoa`; tests drive this module wi
 * Media: mounted volumes with their ``NSURLVolume*`` resource values and the DiskArbitration
   device protocol: disk images, network shares and internal disks are not removable media;
   USB and SD volumes are. Each Cocoa poll runs in an autorelease pool.
-* Keys: pynput's event tap, wrapped in :class:`~agent.backends.hookwatch.WatchedKeySource`.
+* Keys: pynput's event tap, with its keyboard-layout (TIS/TSM) calls moved to the main
+  thread (:mod:`agent.backends.mackeys`), wrapped in
+  :class:`~agent.backends.hookwatch.WatchedKeySource`.
+* Password fields: :mod:`agent.sources.a11y_macos` (focused ``AXSecureTextField``, and
+  ``IsSecureEventInputEnabled``), on its own thread.
 """
 
 from __future__ import annotations
@@ -34,11 +38,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..sources import KeySource, WindowInfo
+from ..sources import FieldSource, KeySource, WindowInfo
 from .polling import PollingMediaSource, Volume, watchdog_watch
 
 __all__ = ["AX_API_DISABLED", "Api", "Focused", "MacMediaSource", "MacVolume",
-           "MacWindowSource", "is_removable", "keys", "read_window", "removable_volumes",
+           "MacWindowSource", "fields", "is_removable", "keys", "read_window", "removable_volumes",
            "screenshot_blocked"]
 
 log = logging.getLogger(__name__)
@@ -222,7 +226,16 @@ class MacMediaSource(PollingMediaSource):
 
 
 def keys() -> KeySource:
-    from ..sources.keyboard import PynputKeySource
+    """pynput's event tap, its TIS/TSM layout calls made on the main thread
+    (:mod:`agent.backends.mackeys`), watched for a tap macOS disabled."""
     from .hookwatch import MACOS_TAP_TIMEOUT, WatchedKeySource
+    from .mackeys import MacKeySource
 
-    return WatchedKeySource(PynputKeySource(), MACOS_TAP_TIMEOUT)
+    return WatchedKeySource(MacKeySource(), MACOS_TAP_TIMEOUT)
+
+
+def fields() -> FieldSource:
+    """Password fields: the focused element's AXSecureTextField subrole, and secure input."""
+    from ..sources.a11y_macos import MacFieldSource
+
+    return MacFieldSource()

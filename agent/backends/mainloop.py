@@ -10,13 +10,17 @@ to the asyncio stop event. The logic here is OS-neutral and tested with a fake l
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import queue
 import signal
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["MainLoop", "run_agent", "run_with_main_loop"]
+__all__ = ["MainLoop", "MainThreadCalls", "run_agent", "run_with_main_loop"]
+
+T = TypeVar("T")
 
 AgentMain = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -27,6 +31,47 @@ class MainLoop(Protocol):
         Python at least every half second (so signal handlers run)."""
 
     def running(self) -> bool: ...
+
+
+class MainThreadCalls:
+    """Work that must run on the main thread (macOS: TIS/TSM keyboard-layout calls, which
+    macOS 14+ asserts are on the main queue and otherwise kills the process). Any thread
+    :meth:`call` queues work; the main loop runs it (:meth:`drain`) between run-loop turns."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
+        self._queue = queue.SimpleQueue()
+        self.draining = False  # set by the main loop while it runs
+
+    def call(self, fn: Callable[[], T], timeout: float = 5.0) -> T:
+        """Run *fn* on the main thread and return its result (raise what it raised);
+        TimeoutError when no main loop runs it within *timeout* seconds."""
+        if threading.current_thread() is threading.main_thread():
+            return fn()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, future))
+        try:
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the main thread did not run {getattr(fn, '__name__', fn)!r} "
+                               f"within {timeout:.1f} s (is its run loop turning?)") from None
+
+    def drain(self) -> int:
+        """(Main thread.) Run every queued call; return how many ran."""
+        ran = 0
+        while True:
+            try:
+                fn, future = self._queue.get_nowait()
+            except queue.Empty:
+                return ran
+            if not future.set_running_or_notify_cancel():
+                continue  # the caller gave up waiting
+            ran += 1
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the calling thread
+                future.set_exception(exc)
 
 
 def run_with_main_loop(body: Callable[[], None], loop: MainLoop) -> None:

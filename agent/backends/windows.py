@@ -11,9 +11,10 @@ tests drive this module with a fake :class:`Api` that behaves as Microsoft docum
   control in the process fires it). A slow timer re-reads as a safety net. Handles are
   normalised (:func:`handle`): NULL arrives as ``None`` through a ``c_void_p`` restype, and a
   handle may arrive sign-extended or truncated (only the low 32 bits are significant).
-* Password box: ``GetGUIThreadInfo`` → ``hwndFocus`` → class ``Edit`` with ``ES_PASSWORD``.
-  Browsers, WebView2, UWP, WPF and Electron do not expose this (UI Automation ``IsPassword``
-  is not done: see README).
+* Password box: ``GetGUIThreadInfo`` → ``hwndFocus`` → class ``Edit`` with ``ES_PASSWORD``
+  (classic controls only). Browsers, WebView2, UWP, WPF and Electron are covered by
+  :func:`fields`: UI Automation's focus-changed events and ``IsPassword``
+  (:mod:`agent.sources.a11y_windows`), on their own thread.
 * Media: ``GetLogicalDrives``; a drive counts when ``GetDriveTypeW`` is ``DRIVE_REMOVABLE``, or
   ``DRIVE_FIXED`` on a USB/SD/MMC/1394 bus (``IOCTL_STORAGE_QUERY_PROPERTY`` →
   ``STORAGE_DEVICE_DESCRIPTOR.BusType``: USB hard disks and many sticks report
@@ -31,11 +32,11 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from ..sources import KeySource, MediaEvent, WindowInfo
+from ..sources import FieldSource, KeySource, MediaEvent, WindowInfo
 from .polling import PollingMediaSource, Volume, watchdog_watch
 
 __all__ = ["BUS_REMOVABLE", "DRIVE_FIXED", "DRIVE_REMOVABLE", "ES_PASSWORD", "Api",
-           "ForegroundTracker", "WindowsMediaSource", "WindowsWindowSource", "handle",
+           "ForegroundTracker", "WindowsMediaSource", "WindowsWindowSource", "fields", "handle",
            "keys", "read_window", "removable_volumes"]
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,13 @@ class WindowsMediaSource(PollingMediaSource):
         finally:
             if pump is not None:
                 pump.join(timeout=5)
+
+
+def fields() -> FieldSource:
+    """Password fields in every toolkit: UI Automation's focused element and IsPassword."""
+    from ..sources.a11y_windows import UiaFieldSource
+
+    return UiaFieldSource()
 
 
 def keys() -> KeySource:

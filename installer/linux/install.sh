@@ -16,6 +16,9 @@
 #   /etc/systemd/user/vigil-agent.service    systemd --user unit, enabled for every user
 #                                            through graphical-session.target
 #   /etc/systemd/system/vigil-enrol.{service,timer}  retries enrolment until it succeeds
+#   /etc/systemd/system/vigil-uplink.service  the uplink relay (root), the only reader of
+#                                            device.key: session agents reach the collector
+#                                            through /run/vigil/uplink.sock (agent/relay.py)
 # Sessions never enrol: a new user on the laptop spends no token.
 set -euo pipefail
 
@@ -234,6 +237,32 @@ EOF
 chmod 0644 "$system_unit_dir/vigil-enrol.service" "$system_unit_dir/vigil-enrol.timer"
 ln -sfn ../vigil-enrol.timer "$system_unit_dir/timers.target.wants/vigil-enrol.timer"
 
+echo "==> vigil-uplink service (holds the device key; relays the sessions' streams)"
+mkdir -p "$system_unit_dir/multi-user.target.wants"
+cat >"$system_unit_dir/vigil-uplink.service" <<EOF
+[Unit]
+Description=Vigil uplink relay: the device key's only reader (mutual TLS to the collector)
+Documentation=file://$prefix/share/doc/vigil/README.md
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=$prefix/venv/bin/python -m agent.relay --device-dir $statedir/device --socket /run/vigil/uplink.sock
+Restart=always
+RestartSec=5
+RuntimeDirectory=vigil
+RuntimeDirectoryMode=0755
+UMask=0077
+NoNewPrivileges=yes
+ProtectHome=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+EOF
+chmod 0644 "$system_unit_dir/vigil-uplink.service"
+ln -sfn ../vigil-uplink.service "$system_unit_dir/multi-user.target.wants/vigil-uplink.service"
+
 if [ "$enrol_now" -eq 1 ]; then
   echo "==> enrolling this device"
   if "$prefix/bin/vigil-session" --enrol-device; then
@@ -246,7 +275,10 @@ fi
 if [ -z "$root" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
   systemctl start vigil-enrol.timer || true
+  systemctl start vigil-uplink.service || true
 fi
+# The key is root's alone from now on (the relay also enforces this when it starts).
+if [ -f "$statedir/device/device.key" ]; then chmod 0600 "$statedir/device/device.key"; fi
 
 echo "installed: the agent starts at each user's next graphical logon."
 echo "check a session with: $prefix/bin/vigil-agent install-check"

@@ -54,12 +54,16 @@ fi
 
 if [ -z "$root" ] && command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl stop vigil-enrol.timer 2>/dev/null || true
+  systemctl stop vigil-uplink.service 2>/dev/null || true
 fi
 rm -f "$unit_dir/graphical-session.target.wants/vigil-agent.service" \
       "$unit_dir/vigil-agent.service" "$autostart_dir/vigil-agent.desktop" \
       "$system_unit_dir/timers.target.wants/vigil-enrol.timer" \
-      "$system_unit_dir/vigil-enrol.timer" "$system_unit_dir/vigil-enrol.service"
+      "$system_unit_dir/vigil-enrol.timer" "$system_unit_dir/vigil-enrol.service" \
+      "$system_unit_dir/multi-user.target.wants/vigil-uplink.service" \
+      "$system_unit_dir/vigil-uplink.service"
 rmdir "$unit_dir/graphical-session.target.wants" "$system_unit_dir/timers.target.wants" \
+  "$system_unit_dir/multi-user.target.wants" \
   2>/dev/null || true
 rm -rf "$prefix"
 if [ "$keep_config" -eq 0 ]; then
