@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from collector.alerts import Alerter
 from collector.config import AlertsConfig, SmtpConfig
+from collector.services.alerts import Alerter
 from collector.services.ingest import ingest
 from collector.store.sqlite import SqliteStore, open_store
 from tests.collector.store_suite import POLICY, T0, cap

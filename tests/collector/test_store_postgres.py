@@ -363,3 +363,21 @@ def test_console_repositories_answer_alike_on_both_backends(pg: PostgresStore,
     got = _console_calls(pg)
     for i, (a, b) in enumerate(zip(expected, got, strict=True)):
         assert a == b, f"call {i}: SQLite {a!r} != PostgreSQL {b!r}"
+
+
+def test_one_collector_leads_each_periodic_job_and_another_takes_over(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """Escalation e-mails and the scheduled purge run in exactly one of N collectors; when
+    that process goes away (its connection closes), the next one to ask takes the job."""
+    a = open_postgres_store(pg_url, tmp_path)
+    b = open_postgres_store(pg_url, tmp_path)
+    try:
+        assert a.is_leader("escalations") and a.is_leader("escalations")  # held, re-entrant
+        assert not b.is_leader("escalations")
+        assert b.is_leader("retention")  # another job, another leader
+        assert not a.is_leader("retention")
+        a.close()  # the leader's process ends
+        assert b.is_leader("escalations")
+    finally:
+        b.close()

@@ -33,8 +33,8 @@ import grpc
 import pytest
 
 import rules
-from collector import rules_admin
 from collector.config import load_config
+from collector.services import rules as rules_admin
 from collector.store import open_configured_store
 from collector.store.sqlite import SqliteStore
 from proto import vigil_pb2 as pb
