@@ -23,6 +23,7 @@ from collector.services.reports import ReportsService
 from collector.services.roster import RosterService
 
 from .auth import Proxies, client_address
+from .i18n import translator
 from .labels import show_bidi
 from .security import csrf_ok, origin_ok
 
@@ -115,9 +116,11 @@ class Console:
 
     def render(self, ctx: Ctx, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         session = ctx.session
+        lang = getattr(session.user, "language", "en") if session else "en"
         html = self.env.get_template(template).render(
             user=session.user if session else None, csrf=session.csrf if session else "",
-            v=self.static_version, path=ctx.request.url.path, **values)
+            v=self.static_version, path=ctx.request.url.path, lang=lang,
+            _=translator(lang), **values)
         return HTMLResponse(html, status_code=status)
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int | None) -> None:
