@@ -197,7 +197,7 @@ def to_new_capture(
         rules_version=min(c.rules_version, 2**63 - 1),
         received_at=received_at,
         screenshot=screenshot,
-        reasons=json.dumps([bound(r, _REASON_CHARS) for r in list(c.reasons)[:_REASONS]],
-                           ensure_ascii=False),
+        reasons=(json.dumps([bound(r, _REASON_CHARS) for r in list(c.reasons)[:_REASONS]],
+                            ensure_ascii=False) if c.reasons else "[]"),
         score=c.score if c.score and math.isfinite(c.score) else None,
     )
