@@ -39,7 +39,8 @@ CORPUS_DIR: Path = Path(__file__).resolve().parent / "corpus"
 HEADER: tuple[str, ...] = ("category", "severity", "form", "lang", "source", "family", "text")
 BENIGN = "none"
 FORMS: frozenset[str] = frozenset({"plain", "obfuscated", "embedded"})
-LANGS: frozenset[str] = frozenset({"en", "cy", "pl", "ur", "pa", "ro", "ar", "so", "mixed"})
+LANGS: frozenset[str] = frozenset({"en", "cy", "pl", "ur", "pa", "ro", "ar", "so", "lt", "pt", "bn",
+                                  "tr", "gu", "mixed"})
 SOURCES: frozenset[str] = frozenset({"keys", "window"})
 SPLITS: tuple[str, ...] = ("train", "dev", "test")
 # Percent boundaries of the split: [0, 70) train, [70, 85) dev, [85, 100) test.
