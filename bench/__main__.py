@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 RESULTS = Path(__file__).resolve().parent / "results"
-AREAS = ["rules", "detection", "agent", "collector", "console", "scale"]
+AREAS = ["rules", "detection", "agent", "collector", "console", "scale", "trust"]
 
 
 def machine() -> dict[str, object]:

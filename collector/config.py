@@ -23,6 +23,7 @@ __all__ = [
     "ConfigError",
     "EnrolConfig",
     "IngestConfig",
+    "ReportsConfig",
     "RetentionConfig",
     "ServerConfig",
     "SmtpConfig",
@@ -125,6 +126,15 @@ class RetentionConfig:
 
 
 @dataclass
+class ReportsConfig:
+    # `serve` emails each site's weekly summary to its DSL contacts once a week, at this day
+    # and hour in triage.timezone ("" = off, e.g. when cron runs `report weekly --email`).
+    weekly_day: str = "monday"
+    weekly_hour: int = 7
+    weekly_check_seconds: float = 60.0    # how often serve looks whether it is due
+
+
+@dataclass
 class StoreConfig:
     # "" = the embedded SQLite file <data dir>/vigil.db; "postgresql://user@host:5432/vigil"
     # = PostgreSQL (several collectors may share it). `serve --store URL` overrides it.
@@ -143,6 +153,7 @@ class Config:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    reports: ReportsConfig = field(default_factory=ReportsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
 
     @property

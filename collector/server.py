@@ -198,7 +198,26 @@ class CollectorServer:
                 retention.run_scheduled(self.store, self.run, cfg.retention), name="purge"))
         if self.want_console:
             await self._start_console(pki)
+        self._start_weekly()
         return dict(self.listeners)
+
+    def _start_weekly(self) -> None:
+        """The weekly summary on a schedule ([reports] weekly_day/hour; "" turns it off)."""
+        from collector.services.weekly_schedule import WeeklySchedule
+
+        r = self.cfg.reports
+        if not r.weekly_day:
+            return
+        store: Any = self.store  # the store classes carry the console repositories too
+        try:
+            self.weekly = WeeklySchedule(
+                store, self.store.is_leader, self.run, self.cfg.smtp, day=r.weekly_day,
+                hour=r.weekly_hour, timezone=self.cfg.triage.timezone,
+                check_seconds=r.weekly_check_seconds, public_url=self.alerter.public_url,
+                clock=self.clock)
+        except ValueError as exc:
+            raise ServerError(f"collector.toml: {exc}") from None
+        self._tasks.append(asyncio.create_task(self.weekly.run_forever(), name="weekly"))
 
     async def _listen_for_publishes(self) -> asyncio.Event | None:
         """On PostgreSQL: an event set by every ``NOTIFY vigil_rules`` (and after the LISTEN
@@ -275,13 +294,13 @@ class CollectorServer:
         if self.store.backend == "sqlite":
             app = create_app(db_path=self.cfg.db_path, data_dir=self.cfg.data_dir,
                              public_url=public, allowed_hosts=list(self.cfg.server.allowed_hosts),
-                             trusted_proxies=proxies)
+                             trusted_proxies=proxies, smtp=self.cfg.smtp)
         else:
             # The console's own pool on the shared store (closed in stop()).
             self._console_store = open_configured_store(self.cfg, migrate=False)
             app = create_app(store=self._console_store, data_dir=self.cfg.data_dir,
                              public_url=public, allowed_hosts=list(self.cfg.server.allowed_hosts),
-                             trusted_proxies=proxies)
+                             trusted_proxies=proxies, smtp=self.cfg.smtp)
         config = uvicorn.Config(app, ssl_certfile=str(pki.server_cert),
                                 ssl_keyfile=str(pki.server_key), log_level="warning",
                                 lifespan="auto")

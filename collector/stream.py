@@ -23,7 +23,7 @@ import grpc
 from collector.artefacts import ArtefactStore, FetchLimit
 from collector.fanout import Connection, Hub
 from collector.services.estate import EstateService
-from collector.store.base import DeviceRow, Heartbeat, RulesAckRow, Store
+from collector.store.base import DeviceRow, Heartbeat, RulesAckRow, SourceHealth, Store
 from collector.store.ingest import Work, Writer
 from collector.tls import device_id_from_cert_pem
 from collector.validate import Limits, RuleCatalogue, bound, safe_text, to_new_capture
@@ -381,7 +381,10 @@ class CollectorService(pb_grpc.CollectorServicer):
             _i64(hb.rules_version), _i64(hb.spool_depth), _i64(hb.spool_bytes),
             {safe_text(bound(k, 64)): _i64(v) for k, v in list(hb.drops.items())[:50]},
             bound(hb.os_user, 256), safe_text(bound(hb.hostname, 255)),
-            safe_text(bound(hb.os, 64))))
+            safe_text(bound(hb.os, 64)),
+            tuple(SourceHealth(safe_text(bound(x.name, 32)), safe_text(bound(x.state, 32)),
+                               _i64(x.last_event_unix_ms), _i64(x.restarts),
+                               safe_text(bound(x.error, 300))) for x in hb.sources[:10])))
         conn.rules_version = max(conn.rules_version, hb.rules_version) \
             if conn.rules_version >= 0 else hb.rules_version
         if conn.configured_for != hb.os_user:

@@ -25,15 +25,19 @@ class FleetError(RuntimeError):
 
 
 class Fleet:
-    def __init__(self, stream_addr: str, ca_pem: bytes, rules_public_pem: bytes | None = None,
-                 workers: int = 2, heartbeat_seconds: float = 30.0) -> None:
+    def __init__(self, stream_addr: str | list[str], ca_pem: bytes,
+                 rules_public_pem: bytes | None = None, workers: int = 2,
+                 heartbeat_seconds: float = 30.0) -> None:
+        """``stream_addr``: one collector, or a list of collectors (worker ``i`` connects its
+        agents to ``stream_addr[i % len]``: agents split between collector processes)."""
         raise_nofile()
+        addrs = [stream_addr] if isinstance(stream_addr, str) else list(stream_addr)
         ctx = mp.get_context("spawn")
         self.conns = []
         self.procs = []
         for i in range(workers):
             parent, child = ctx.Pipe()
-            spec = {"index": i, "stream_addr": stream_addr, "ca_pem": ca_pem,
+            spec = {"index": i, "stream_addr": addrs[i % len(addrs)], "ca_pem": ca_pem,
                     "rules_public_pem": rules_public_pem,
                     "heartbeat_seconds": heartbeat_seconds}
             p = ctx.Process(target=worker_main, args=(child, spec), daemon=True,

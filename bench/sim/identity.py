@@ -46,17 +46,25 @@ def _key_and_csr() -> tuple[bytes, bytes]:
 
 
 def mint(data_dir: Path, n: int, *, start: int = 0, site: str = "default",
-         group: str = "secondary") -> tuple[list[Identity], dict[str, float]]:
+         group: str = "secondary", store_url: str | None = None
+         ) -> tuple[list[Identity], dict[str, float]]:
     """Make ``n`` enrolled device identities directly from the collector's CA and store.
 
-    Safe while the collector runs (the store is SQLite in WAL mode). Returns the identities
-    and timings (seconds spent on keys+CSRs, on signing, on store writes).
+    Safe while the collector runs (the store is SQLite in WAL mode, or the PostgreSQL
+    database at ``store_url``). Returns the identities and timings (seconds spent on
+    keys+CSRs, on signing, on store writes).
     """
     from collector.store.sqlite import open_store
     from collector.tls import Pki
 
     pki = Pki.in_dir(data_dir)
-    store = open_store(data_dir / "vigil.db", data_dir, 10_000, migrate=False)
+    store: Any
+    if store_url:
+        from collector.store.postgres import open_postgres_store
+
+        store = open_postgres_store(store_url, data_dir, migrate=False)
+    else:
+        store = open_store(data_dir / "vigil.db", data_dir, 10_000, migrate=False)
     now = int(time.time() * 1000)
     t_keys = t_sign = t_store = 0.0
     out: list[Identity] = []

@@ -22,7 +22,8 @@ from .meter import Meter, summary
 from .mix import CaptureMix
 from .profile import Profile
 
-__all__ = ["burst", "raw_executemany", "raw_screenshot_writes", "split", "store_only"]
+__all__ = ["burst", "raw_executemany", "raw_postgres", "raw_screenshot_writes", "split",
+           "store_only"]
 
 _SOURCE = {1: "keys", 2: "window", 3: "media"}
 _INSERT = ("INSERT INTO captures (id, device_id, site_id, os_user, hostname, time_ms, "
@@ -67,12 +68,8 @@ def bursts(fleet: Fleet, collector_pid: int, streams: int, per_stream: int, batc
             "median_per_s": statistics.median(r["captures_per_s"] for r in rs)}
 
 
-def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
-    """``n`` rows of the same mix, one ``executemany`` in one transaction, fresh store."""
-    from collector.store.sqlite import open_store
-
+def _raw_rows(n: int, seed: int, now: int) -> list[tuple[Any, ...]]:
     mix = CaptureMix(seed)
-    now = int(time.time() * 1000)
     rows = []
     for i in range(n):
         c = mix.capture(now)
@@ -80,6 +77,15 @@ def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
                      c.last_time_unix_ms, c.count, _SOURCE[c.source], c.rule_id, c.category,
                      c.severity, c.match, c.context, c.window_title, c.process, "exact", None,
                      c.rules_version, now))
+    return rows
+
+
+def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
+    """``n`` rows of the same mix, one ``executemany`` in one transaction, fresh store."""
+    from collector.store.sqlite import open_store
+
+    now = int(time.time() * 1000)
+    rows = _raw_rows(n, seed, now)
     with tempfile.TemporaryDirectory(prefix="vigil-bench-raw-") as d:
         store = open_store(Path(d) / "raw.db", Path(d))
         try:
@@ -90,6 +96,32 @@ def raw_executemany(n: int, seed: int = 1) -> dict[str, Any]:
         finally:
             store.close()
     return {"captures": n, "seconds": elapsed, "captures_per_s": n / elapsed}
+
+
+def raw_postgres(url: str, n: int, seed: int = 1, mode: str = "copy") -> dict[str, Any]:
+    """The PostgreSQL ceiling: ``n`` rows of the same mix into ``captures`` of the (migrated,
+    empty) database at ``url``, in one transaction, with ``COPY ... FROM STDIN`` (``mode``
+    "copy") or psycopg's ``executemany`` (pipelined, "executemany"); the commit is timed."""
+    import psycopg
+
+    now = int(time.time() * 1000)
+    rows = _raw_rows(n, seed, now)
+    cols = ("id, device_id, site_id, os_user, hostname, time_ms, last_time_ms, count, source, "
+            "rule_id, category, severity, match, context, window_title, process, match_kind, "
+            "media, rules_version, received_at")
+    with psycopg.connect(url) as conn:
+        t0 = time.perf_counter()
+        with conn.cursor() as cur:
+            if mode == "copy":
+                with cur.copy(f"COPY captures ({cols}) FROM STDIN") as cp:
+                    for r in rows:
+                        cp.write_row(r)
+            else:
+                cur.executemany(f"INSERT INTO captures ({cols}) VALUES "
+                                f"({', '.join(['%s'] * 20)})", rows)
+        conn.commit()
+        elapsed = time.perf_counter() - t0
+    return {"captures": n, "mode": mode, "seconds": elapsed, "captures_per_s": n / elapsed}
 
 
 def store_only(streams: int, per_stream: int, batch: int = 100, commit: int = 5000,

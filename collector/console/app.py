@@ -51,7 +51,7 @@ def _lifespan(
 def create_app(db_path: Path | None = None, data_dir: Path | None = None, *,
                public_url: str, allowed_hosts: list[str], store: Any = None,
                clock: Callable[[], float] = time.time, secure_cookies: bool = True,
-               trusted_proxies: list[str] | None = None) -> Starlette:
+               trusted_proxies: list[str] | None = None, smtp: Any = None) -> Starlette:
     """Build the DSL console.
 
     Either over ``store`` (any store with the console repositories and ``audit()``: a
@@ -59,6 +59,7 @@ def create_app(db_path: Path | None = None, data_dir: Path | None = None, *,
     ``db_path`` (migrations applied, opened here and closed at shutdown). ``data_dir`` holds
     the screenshots. Requests whose Host header is not in ``allowed_hosts`` are refused;
     X-Forwarded-For is believed only from ``trusted_proxies`` (addresses or networks).
+    ``smtp`` (collector.config.SmtpConfig) lets the console email four-eyes approvers.
     """
     opener: Callable[[], Any] | None = None
     if store is None:
@@ -70,7 +71,7 @@ def create_app(db_path: Path | None = None, data_dir: Path | None = None, *,
     if data_dir is None:
         data_dir = Path(getattr(store, "data_dir", None) or Path(db_path or ".").parent)
     console = Console(store, Path(data_dir), public_url, clock, secure_cookies,
-                      trusted_proxies)
+                      trusted_proxies, smtp=smtp)
     routes: list[Route | Mount] = [
         Route(path, console.view(handler, **opts), methods=methods)
         for path, handler, methods, opts in ROUTES

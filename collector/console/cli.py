@@ -132,6 +132,15 @@ def _user_reset_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_approver(args: argparse.Namespace) -> int:
+    with _services(args) as svc:
+        svc.accounts.set_second_approver(actor=_actor(), username=args.username,
+                                         on=args.on)
+    state = "is now" if args.on else "is no longer"
+    print(f"{args.username} {state} a four-eyes second approver for their site(s)")
+    return 0
+
+
 def _roster_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
@@ -228,6 +237,17 @@ def register(subparsers: Any) -> None:
                        help="read the password from the first line of standard input")
     _common(reset)
     reset.set_defaults(**_handler(_user_reset_password))
+    appr = usub.add_parser("approver", help="name a four-eyes second approver",
+                           description="Name (--on) or stop naming (--off) an account as the "
+                           "second person who may approve four-eyes unlock requests at its "
+                           "sites: for a school with one DSL, its headteacher (a governor "
+                           "account) or the trust DSL (a trust_admin account). Audited.")
+    appr.add_argument("username", help="log-in name")
+    onoff = appr.add_mutually_exclusive_group(required=True)
+    onoff.add_argument("--on", dest="on", action="store_true", help="name them")
+    onoff.add_argument("--off", dest="on", action="store_false", help="stop naming them")
+    _common(appr)
+    appr.set_defaults(**_handler(_user_approver))
 
     roster = subparsers.add_parser("roster", help="pupil roster",
                                    description="Manage the pupil roster.")

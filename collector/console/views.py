@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import secrets
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,22 @@ from urllib.parse import urlsplit
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
 from collector.services.accounts import DEVICE_COOKIE_MS, AuthError, LoginThrottled
+from collector.services.casework import CLOSE_REASONS, REASON_SEVERITY
 from collector.services.exports import CPOMS_COLUMNS, INCIDENT_COLUMNS, ExportRange, to_csv
-from collector.services.queue import PAGE_SIZE, QueueFilters
+from collector.services.queue import PAGE_SIZE, SORT_LABELS, QueueFilters
 from collector.store.screenshots import ScreenshotError, read_screenshot
 
-from .labels import ACTIONS, STATUSES, category_label, fmt_time, known_categories
+from .casework_views import ROUTES as CASEWORK_ROUTES
+from .dashboard_views import ROUTES as DASHBOARD_ROUTES
+from .labels import ACTIONS, STATUSES, category_label, known_categories
+from .notice_views import ROUTES as NOTICE_ROUTES
+from .technician_views import ROUTES as TECHNICIAN_ROUTES
 from .web import Ctx
 
 __all__ = ["ROUTES"]
 
 HOME = {"dsl": "/queue", "deputy_dsl": "/queue", "technician": "/devices",
-        "governor": "/reports/annual", "trust_admin": "/reports/weekly"}
+        "governor": "/reports/annual", "trust_admin": "/trust", "dpo": "/audit"}
 
 
 def home(ctx: Ctx) -> Response:
@@ -104,7 +108,8 @@ def logout(ctx: Ctx) -> Response:
 
 def _queue_values(ctx: Ctx) -> dict[str, Any]:
     f = QueueFilters.from_query(ctx.request.query_params)
-    rows, total = ctx.services.queue.page(ctx.user, f)
+    got = ctx.services.queue.keyset_page(ctx.user, f)
+    rows, total = got.rows, got.total
     digest = hashlib.sha256(repr([(r.id, r.status, r.count, r.last_time) for r in rows])
                             .encode()).hexdigest()[:16]
     cats = known_categories()
@@ -113,7 +118,9 @@ def _queue_values(ctx: Ctx) -> dict[str, Any]:
     return {"f": f, "rows": rows, "total": total, "digest": digest,
             "sites": ctx.services.accounts.sites_of(ctx.user), "statuses": STATUSES,
             "categories": [(c, category_label(c)) for c in cats],
-            "pages": max(1, -(-total // PAGE_SIZE))}
+            "pages": max(1, -(-total // PAGE_SIZE)), "next_key": got.next_key,
+            "prev_key": got.prev_key, "sorts": SORT_LABELS, "close_reasons": CLOSE_REASONS,
+            "bulk": ctx.request.query_params.get("bulk", "")}
 
 
 def queue(ctx: Ctx) -> Response:
@@ -147,14 +154,20 @@ def capture_page(ctx: Ctx) -> Response:
     else:
         ctx.audit("capture.view", f"queue_item:{qid}", site, restricted=view.restricted)
     return ctx.render("capture.html", view=view, actions=ACTIONS, statuses=STATUSES,
-                      done=ctx.request.query_params.get("done", ""))
+                      done=ctx.request.query_params.get("done", ""),
+                      close_reasons=CLOSE_REASONS, reason_severity=REASON_SEVERITY)
 
 
 def capture_act(ctx: Ctx) -> Response:
     qid = _qid(ctx)
     f = ctx.form
+    if "op" not in f:  # the one action form: action + status + reason + note together
+        ctx.services.casework.submit(ctx.user, qid, action=f.get("action", ""),
+                                     status=f.get("status", ""), reason=f.get("reason", ""),
+                                     note=f.get("note", ""))
+        return RedirectResponse(f"/captures/{qid}?done=saved", status_code=303)
     ctx.services.casework.act(ctx.user, qid, f.get("op", ""), f.get("value", ""),
-                              f.get("note", ""))
+                              f.get("note", ""), f.get("reason", ""))
     return RedirectResponse(f"/captures/{qid}?done={f.get('op', '')}", status_code=303)
 
 
@@ -187,42 +200,18 @@ def approvals(ctx: Ctx) -> Response:
 
 
 def approve(ctx: Ctx) -> Response:
-    ctx.services.casework.approve_unlock(ctx.user, int(ctx.request.path_params["uid"]))
-    return RedirectResponse("/approvals", status_code=303)
+    uid = int(ctx.request.path_params["uid"])
+    ctx.services.casework.approve_unlock(ctx.user, uid)
+    return RedirectResponse(f"/approvals/{uid}", status_code=303)
 
 
 # --- technicians -----------------------------------------------------------------------------
-
-def devices(ctx: Ctx) -> Response:
-    rows, tokens = ctx.services.roster.devices(ctx.user)
-    ctx.audit("devices.view", "", None, shown=len(rows))
-    return ctx.render("devices.html", devices=rows, tokens=tokens, fmt_time=fmt_time,
-                      now_ms=ctx.now_ms, drops=_drops)
-
-
-def _drops(raw: str | None) -> str:
-    """'spool_full 3, rejected:too_big 1' from the devices.drops JSON (empty when none)."""
-    try:
-        counts = json.loads(raw or "{}")
-    except ValueError:
-        return "unreadable"
-    if not isinstance(counts, dict):
-        return "unreadable"
-    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v)
-
 
 def device_room(ctx: Ctx) -> Response:
     ctx.services.roster.set_room(ctx.request.path_params["device_id"],
                                  ctx.form.get("room", ""), actor=ctx.user.username,
                                  user=ctx.user)
     return RedirectResponse("/devices", status_code=303)
-
-
-def rule_stats(ctx: Ctx) -> Response:
-    stats = ctx.services.casework.rule_precision(ctx.user)
-    versions = ctx.services.casework.rule_versions(ctx.user)
-    ctx.audit("rules.stats_view", "", None)
-    return ctx.render("rule_stats.html", stats=stats, versions=versions, fmt_time=fmt_time)
 
 
 # --- exports and reports ---------------------------------------------------------------------
@@ -300,9 +289,7 @@ ROUTES: list[tuple[str, Any, list[str], dict[str, Any]]] = [
     ("/captures/{qid:int}/shots/{cid}", screenshot, ["GET"], {}),
     ("/approvals", approvals, ["GET"], {"permission": "approve"}),
     ("/approvals/{uid:int}/approve", approve, ["POST"], {"permission": "approve"}),
-    ("/devices", devices, ["GET"], {"permission": "devices"}),
     ("/devices/{device_id}/room", device_room, ["POST"], {"permission": "devices"}),
-    ("/rules/stats", rule_stats, ["GET"], {"permission": "rule_stats"}),
     ("/exports", exports_page, ["GET"], {"permission": "export"}),
     ("/exports/incident-log.csv", incident_csv, ["GET"], {"permission": "export"}),
     ("/exports/incident-log.html", incident_html, ["GET"], {"permission": "export"}),
@@ -310,3 +297,6 @@ ROUTES: list[tuple[str, Any, list[str], dict[str, Any]]] = [
     ("/reports/weekly", weekly, ["GET"], {"permission": "weekly"}),
     ("/reports/annual", annual, ["GET"], {"permission": "annual"}),
 ]
+ROUTES += DASHBOARD_ROUTES + TECHNICIAN_ROUTES
+ROUTES += NOTICE_ROUTES
+ROUTES += CASEWORK_ROUTES

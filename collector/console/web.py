@@ -16,11 +16,17 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from collector.services.accounts import AccountsService, BadInput, Refused, Session, User
 from collector.services.audit import AuditLog
+from collector.services.audit_view import AuditViewService
 from collector.services.casework import CaseworkService
+from collector.services.dashboard import DashboardService
+from collector.services.estate import EstateService
 from collector.services.exports import ExportsService
+from collector.services.notifications import Mailer, NotificationsService
+from collector.services.pupils import PupilService
 from collector.services.queue import QueueService
 from collector.services.reports import ReportsService
 from collector.services.roster import RosterService
+from collector.services.technician import TechnicianService
 
 from .auth import Proxies, client_address
 from .i18n import translator
@@ -35,14 +41,22 @@ TEMPLATES = Path(__file__).parent / "templates"
 class Services:
     """The application services the console's views call, over one store and clock."""
 
-    def __init__(self, store: Any, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Any, clock: Callable[[], float],
+                 mailer: Mailer | None = None) -> None:
         self.audit = AuditLog(store, clock)
         self.accounts = AccountsService(store, clock, self.audit)
         self.casework = CaseworkService(store, clock, self.accounts, self.audit)
         self.queue = QueueService(store, clock, self.accounts)
+        self.pupils = PupilService(store, clock, self.accounts)
         self.exports = ExportsService(store, clock, self.accounts)
         self.reports = ReportsService(store, clock, self.accounts, self.audit)
         self.roster = RosterService(store, clock, self.accounts, self.audit)
+        self.notifications = NotificationsService(store, clock, self.accounts)
+        self.audit_view = AuditViewService(store, clock, self.accounts, self.audit)
+        self.casework.mailer = mailer  # four-eyes emails to approvers and requesters
+        self.dashboard = DashboardService(store, clock, self.accounts)
+        self.technician = TechnicianService(
+            store, EstateService(store, lambda: int(clock() * 1000)), clock, self.accounts)
 
 
 @dataclass
@@ -90,8 +104,9 @@ def _finalize(value: Any) -> Any:
 class Console:
     def __init__(self, store: Any, data_dir: Path, public_url: str,
                  clock: Callable[[], float], secure_cookies: bool,
-                 trusted_proxies: list[str] | None = None) -> None:
+                 trusted_proxies: list[str] | None = None, smtp: Any = None) -> None:
         self.clock = clock
+        self.mailer = Mailer(smtp, public_url) if smtp is not None and smtp.host else None
         self.use_store(store)
         self.data_dir = data_dir
         self.public_url = public_url.rstrip("/")
@@ -109,7 +124,7 @@ class Console:
     def use_store(self, store: Any) -> None:
         """Work on ``store`` from now on (None: closed until a server starts again)."""
         self.store = store
-        self.services = Services(store, self.clock)
+        self.services = Services(store, self.clock, self.mailer)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -117,7 +132,14 @@ class Console:
     def render(self, ctx: Ctx, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         session = ctx.session
         lang = getattr(session.user, "language", "en") if session else "en"
+        notes = self.services.notifications
+        # called by base.html only, so fragments (the queue's polled rows) cost nothing
+        badge: Callable[[], int] = (lambda: notes.badge(session.user)) if session else (
+            lambda: 0)
+        no_contacts: Callable[[], list[dict[str, Any]]] = (
+            (lambda: notes.sites_without_contacts(session.user)) if session else (lambda: []))
         html = self.env.get_template(template).render(
+            notice_badge=badge, sites_without_contacts=no_contacts,
             user=session.user if session else None, csrf=session.csrf if session else "",
             v=self.static_version, path=ctx.request.url.path, lang=lang,
             _=translator(lang), **values)
@@ -135,10 +157,14 @@ class Console:
             form: dict[str, str] = {}
             if request.method == "POST":
                 try:
-                    data = await request.form(max_files=0, max_fields=50)
+                    # a bulk submit carries one field per selected queue item
+                    data = await request.form(max_files=0, max_fields=260)
                 except Exception:  # malformed body: refuse plainly, never a traceback
                     return PlainTextResponse("Bad form data.", status_code=400)
                 form = {k: v for k, v in data.items() if isinstance(v, str)}
+                # repeated fields (the queue's selected items), for views that read lists
+                request.state.form_lists = {
+                    k: [v for v in data.getlist(k) if isinstance(v, str)] for k in data}
             return await run_in_threadpool(self._run, handler, request, form, permission, login)
 
         return endpoint

@@ -27,6 +27,7 @@ __all__ = [
     "CONTENT_ROLES",
     "PERMISSIONS",
     "ROLES",
+    "SECOND_APPROVER_ROLES",
     "AccountsService",
     "AuthError",
     "BadInput",
@@ -38,8 +39,13 @@ __all__ = [
     "login_delay_ms",
 ]
 
-ROLES = ("dsl", "deputy_dsl", "technician", "governor", "trust_admin")
+ROLES = ("dsl", "deputy_dsl", "technician", "governor", "trust_admin", "dpo")
 CONTENT_ROLES = frozenset({"dsl", "deputy_dsl"})  # the only roles that ever see capture content
+#: Roles an account may have and still be named a four-eyes second approver (``user approver
+#: --on``): a school with one DSL names its headteacher (a governor account) or the trust DSL
+#: (a trust_admin account). Approving opens nothing to the approver: it lets the requesting
+#: DSL see an illegal-imagery item's metadata for an hour.
+SECOND_APPROVER_ROLES = frozenset({"governor", "trust_admin"})
 #: One table decides who may do what; services and views ask ``user.can(permission)``.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "queue": CONTENT_ROLES,
@@ -47,10 +53,15 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "screenshot": CONTENT_ROLES,
     "approve": CONTENT_ROLES,
     "export": CONTENT_ROLES,
-    "weekly": CONTENT_ROLES | {"trust_admin"},
-    "annual": CONTENT_ROLES | {"governor", "trust_admin"},
+    "weekly": CONTENT_ROLES | {"trust_admin", "dpo"},
+    "annual": CONTENT_ROLES | {"governor", "trust_admin", "dpo"},
+    # who viewed, exported or changed what: the DSL and the data-protection officer
+    "audit": frozenset({"dsl", "dpo"}),
     "devices": frozenset({"technician"}),
     "rule_stats": frozenset({"technician"}),
+    "dashboard": CONTENT_ROLES | {"trust_admin"},   # counts and charts, never content
+    "trust": frozenset({"trust_admin"}),            # schools side by side
+    "tokens": frozenset({"technician"}),            # create and revoke enrolment tokens
 }
 SESSION_IDLE_MS = 30 * 60 * 1000
 SESSION_MAX_MS = 12 * 3600 * 1000
@@ -96,8 +107,11 @@ class User:
     email: str
     role: str
     sites: tuple[str, ...]
+    second_approver: bool = False   # named four-eyes second person (SECOND_APPROVER_ROLES)
 
     def can(self, permission: str) -> bool:
+        if permission == "approve" and self.second_approver:
+            return True
         return self.role in PERMISSIONS.get(permission, frozenset())
 
     @property
@@ -126,7 +140,9 @@ def _digest(token: str) -> str:
 def _user(row: dict[str, Any]) -> User:
     sites = json.loads(row["sites"] or "[]")
     return User(row["username"], row["display_name"], row["email"], row["role"],
-                tuple(str(s) for s in sites))
+                tuple(str(s) for s in sites),
+                second_approver=bool(row.get("second_approver")) and
+                row["role"] in SECOND_APPROVER_ROLES)
 
 
 def login_delay_ms(failures: int) -> int:
@@ -267,8 +283,9 @@ class AccountsService:
             raise AuthError("--site: give at least one site (or '*' for a trust admin)")
         if "*" in sites and role != "trust_admin":
             raise AuthError("--site '*' (every site) is only for the trust_admin role")
-        if role != "trust_admin" and len(sites) > 1:
-            raise AuthError(f"role {role} belongs to one site; only trust_admin has several")
+        if role not in ("trust_admin", "dpo") and len(sites) > 1:
+            raise AuthError(f"role {role} belongs to one site; only trust_admin and dpo "
+                            "have several")
         known = set(self.store.site_ids())
         for site in sites:
             if site != "*" and site not in known:
@@ -297,6 +314,25 @@ class AccountsService:
                          "disabled": r["disabled_at"] is not None})
         self.audit.record(actor, "user.list", "", None, shown=len(rows))
         return rows
+
+    def set_second_approver(self, *, actor: str, username: str, on: bool) -> None:
+        """Name (or stop naming) an account as a four-eyes second approver for its sites.
+        Only SECOND_APPROVER_ROLES accounts take the flag (DSLs and deputies approve anyway).
+        Audited."""
+        row = self.store.account_row(username)
+        if row is None:
+            raise AuthError(f"user {username!r} does not exist or is disabled; "
+                            "see 'vigil-collector user list'")
+        if on and row["role"] not in SECOND_APPROVER_ROLES:
+            allowed = ", ".join(sorted(SECOND_APPROVER_ROLES))
+            raise AuthError(
+                f"user {username!r} is a {row['role']}: only {allowed} accounts are named "
+                "second approvers (DSLs and deputy DSLs approve already)")
+        now = self._now()
+        with self.store.atomic():
+            self.store.set_second_approver_flag(username, on)
+            self.audit.record(actor, "user.second_approver", f"user:{username}", None,
+                              now_ms=now, on=on)
 
     def reset_password(self, *, actor: str, username: str, password: str) -> int:
         """Give an enabled account a new password and end its sessions (a lost or leaked

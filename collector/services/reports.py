@@ -29,8 +29,8 @@ from collector.services.accounts import AccountsService, BadInput, Refused, User
 from collector.services.audit import AuditLog
 from collector.store.repos.console import ConsoleRepos
 
-__all__ = ["MIN_SHOWN", "AnnualReport", "ReportsService", "WeeklySummary", "send_email",
-           "suppress", "weekly_text"]
+__all__ = ["MIN_SHOWN", "SILENT_MS", "AnnualReport", "Cell", "ReportsService", "WeeklySummary",
+           "send_email", "suppress", "suppress_grid", "weekly_text"]
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 SILENT_MS = 3 * 24 * 3600 * 1000
@@ -91,6 +91,52 @@ def suppress(values: Sequence[int]) -> list[Cell]:
             break
         hidden.add(min(shown, key=lambda i: (values[i], i)))
     return [None if i in hidden else v for i, v in enumerate(values)]
+
+
+def _protect(values: Sequence[int], hidden: set[int]) -> set[int]:
+    """One row or column of :func:`suppress_grid`: :func:`suppress`'s rule, starting from
+    the cells other lines withheld. A withheld zero may be a zero: the line is exposed only
+    when one withheld cell holds the whole withheld sum (one cell withheld, and it is not 0),
+    or when no zero is withheld and the sum is no more than the withheld cells (all 1s)."""
+    hidden = set(hidden) | {i for i, v in enumerate(values) if 0 < v < MIN_SHOWN}
+
+    def exposed() -> bool:
+        total = sum(values[i] for i in hidden)
+        if total == 0:
+            return False  # only zeros withheld: nothing about a pupil can be learnt
+        zeros = any(values[i] == 0 for i in hidden)
+        return len(hidden) == 1 or (not zeros and total <= len(hidden))
+
+    while hidden and exposed():
+        shown = [i for i, v in enumerate(values) if i not in hidden and v > 0]
+        if not shown:
+            hidden |= {i for i, v in enumerate(values) if v == 0}
+            break
+        hidden.add(min(shown, key=lambda i: (values[i], i)))
+    return hidden
+
+
+def suppress_grid(rows: Sequence[Sequence[int]]) -> list[list[Cell]]:
+    """:func:`suppress` for a table of counts whose row totals AND column totals may both
+    be known (a chart of weeks by category: each week's total, each category's total): the
+    rule is applied to every row and every column until nothing more is withheld."""
+    n_cols = max((len(r) for r in rows), default=0)
+    grid = [list(r) + [0] * (n_cols - len(r)) for r in rows]
+    hidden: set[tuple[int, int]] = set()
+    changed = True
+    while changed:
+        changed = False
+        lines = [[(r, c) for c in range(n_cols)] for r in range(len(grid))]
+        lines += [[(r, c) for r in range(len(grid))] for c in range(n_cols)]
+        for line in lines:
+            values = [grid[r][c] for r, c in line]
+            got = _protect(values, {i for i, rc in enumerate(line) if rc in hidden})
+            new = {line[i] for i in got} - hidden
+            if new:
+                hidden |= new
+                changed = True
+    return [[None if (r, c) in hidden else v for c, v in enumerate(row)]
+            for r, row in enumerate(grid)]
 
 
 def _suppressed_pairs(pairs: Sequence[tuple[Any, int]]) -> list[tuple[Any, Cell]]:

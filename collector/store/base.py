@@ -34,6 +34,7 @@ __all__ = [
     "RuleVersion",
     "RulesAckRow",
     "SiteRow",
+    "SourceHealth",
     "Store",
     "StoreBusy",
     "StoreError",
@@ -134,6 +135,17 @@ class NewCapture:
 
 
 @dataclass(frozen=True)
+class SourceHealth:
+    """One agent source's health as its latest heartbeat reported it (proto SourceHealth)."""
+
+    name: str              # window | keys | media
+    state: str             # running | restarting | failed | stopped
+    last_event_ms: int     # 0: no event yet
+    restarts: int
+    error: str
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     device_id: str
     at: int
@@ -145,6 +157,7 @@ class Heartbeat:
     os_user: str
     hostname: str
     os: str
+    sources: tuple[SourceHealth, ...] = ()
 
 
 @dataclass(frozen=True)

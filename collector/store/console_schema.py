@@ -85,6 +85,77 @@ def _throttle_pairs(db: Database) -> None:
     )
 
 
+@MIGRATIONS(name="0007_device_sources")
+def _device_sources(db: Database) -> None:
+    # Each device's per-source health from its latest heartbeat (window, keys, media: state,
+    # restarts, last event, last error), so technicians see in the console whether monitoring
+    # is really running on a machine (issue 14); JSON list, as drops is a JSON object.
+    db.executescript(
+        """
+        ALTER TABLE devices ADD COLUMN sources TEXT NOT NULL DEFAULT '[]';
+        """
+    )
+
+
+@MIGRATIONS(name="0003_four_eyes_notices_audit")
+def _four_eyes_notices_audit(db: Database) -> None:
+    # Issue 14: four-eyes requests can be declined with a reason (and are shown with their
+    # expiry); any account can be named a second approver (a school with one DSL names its
+    # headteacher or the trust DSL); the console's notification list remembers when each
+    # user last opened it; the scheduled weekly summary is claimed once per site and week;
+    # the audit viewer filters by actor, site and action and pages by id.
+    db.executescript(
+        """
+        ALTER TABLE console_unlocks ADD COLUMN declined_by TEXT;
+        ALTER TABLE console_unlocks ADD COLUMN declined_at INTEGER;
+        ALTER TABLE console_unlocks ADD COLUMN decline_reason TEXT NOT NULL DEFAULT '';
+        CREATE INDEX console_unlocks_site ON console_unlocks(site_id, requested_at);
+        CREATE INDEX console_unlocks_requester ON console_unlocks(requested_by, requested_at);
+        ALTER TABLE users ADD COLUMN second_approver INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE console_notice_seen (        -- when a user last opened /notifications
+            username TEXT PRIMARY KEY,
+            seen_at INTEGER NOT NULL
+        );
+        CREATE TABLE weekly_sends (               -- one scheduled weekly summary per site and week
+            site_id TEXT NOT NULL,
+            week TEXT NOT NULL,                   -- ISO week of the due time, e.g. '2026-W47'
+            claimed_at INTEGER NOT NULL,
+            claimed_by TEXT NOT NULL DEFAULT '',  -- host:pid of the collector that sent it
+            sent_at INTEGER,
+            recipients INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (site_id, week)
+        );
+        CREATE INDEX console_queue_assignee ON queue_items(assignee, status);
+        CREATE INDEX audit_actor ON audit(actor, id);
+        CREATE INDEX audit_site ON audit(site_id, id);
+        CREATE INDEX audit_action ON audit(action, id);
+        """
+    )
+
+
+@MIGRATIONS(name="0005_casework_keys")
+def _casework_keys(db: Database) -> None:
+    # Casework (issue 14): the reason recorded with an action (closing a severity 4-5 item
+    # needs one), and indexes for keyset pagination (each ends in id, the key's tie-breaker)
+    # of the queue in its default order, by severity, by last seen and per pupil ("assigned
+    # to me" uses console_queue_assignee from 0003_four_eyes_notices_audit).
+    db.executescript(
+        """
+        ALTER TABLE queue_actions ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+        DROP INDEX IF EXISTS console_queue_status_order;
+        CREATE INDEX console_queue_status_keys ON queue_items(
+            site_id, status, pinned DESC, priority DESC, last_time_ms DESC, id DESC);
+        CREATE INDEX console_queue_order_keys ON queue_items(
+            site_id, pinned DESC, priority DESC, last_time_ms DESC, id DESC);
+        CREATE INDEX console_queue_last_seen ON queue_items(site_id, last_time_ms DESC, id DESC);
+        CREATE INDEX console_queue_severity_keys ON queue_items(
+            site_id, severity DESC, last_time_ms DESC, id DESC);
+        CREATE INDEX console_queue_pupil_keys ON queue_items(
+            site_id, os_user, last_time_ms DESC, id DESC);
+        """
+    )
+
+
 def migrate(db: Database) -> None:
     """Apply every pending console migration (after the core schema). Safe at every start."""
     MIGRATIONS.apply(db)

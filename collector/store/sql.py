@@ -12,10 +12,11 @@ Repositories write portable SQL with ``?`` placeholders and call :class:`Db`:
 Portable means: ``INSERT ... ON CONFLICT (...) DO NOTHING / DO UPDATE``, ``RETURNING`` instead
 of ``lastrowid``, row values ``(a, b) IN (VALUES (?, ?), ...)``, ``COUNT(x)`` rather than
 summing booleans, ``MAX(a, b)`` written as :meth:`Db.greatest`, flags stored as integers 0/1,
-JSON stored as text. ``%`` in SQL text is fine (it is escaped for psycopg here); pass LIKE
-patterns as parameters. A busy, locked, full or unreachable database raises
-:class:`~collector.store.base.StoreBusy`, which every caller treats as "retry later, nothing
-was written".
+JSON stored as text, ``NULLS FIRST`` / ``NULLS LAST`` spelled out when a nullable column is
+sorted (SQLite puts NULL first, PostgreSQL last). ``%`` in SQL text is fine (it is escaped
+for psycopg here); pass LIKE patterns as parameters. A busy, locked, full or unreachable
+database raises :class:`~collector.store.base.StoreBusy`, which every caller treats as "retry
+later, nothing was written".
 """
 
 from __future__ import annotations

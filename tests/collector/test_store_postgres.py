@@ -337,7 +337,7 @@ def _console_calls(s: PostgresStore | Store) -> list[object]:
                    start_ms=T0 - 1, end_ms=T0 + 1)
     out += [x.pupils_named_like(["s1"], "%smi%"), x.pupils_named_like(["s1"], "%SMITH"),
             x.devices_named(["s1", "s2"], "pc-d-1"), x.queue_count(q),
-            keep(x.queue_rows(q, 10, 0))]
+            keep(x.queue_rows(q, 10))]
     out += [x.site_profile("s1"), x.site_names(["s1", "s2"]),
             x.items_count(["s1"], T0 - 1, T0 + 1),
             x.items_by("severity", ["s1"], T0 - 1, T0 + 1),

@@ -1,20 +1,32 @@
-"""Fixtures: a real SQLite store with two schools, and logged-in TestClients per role."""
+"""Fixtures: a real store with two schools, and logged-in TestClients per role.
+
+The ``world`` (and so ``app`` and ``client_for``) is parametrized over both backends: every
+test that uses it runs once on SQLite and once on a real PostgreSQL server (a fresh database
+per test, copied from the migrated template of tests/support/pg_fixtures.py). A test that is
+genuinely about one backend asks for it with ``@pytest.mark.parametrize("backend",
+["sqlite"], indirect=True)`` and says why.
+"""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from collector.console import create_app
+from collector.store.sqlite import SqliteStore
 
-from .support import PASSWORD, T0, connect, device, make_store, site, user
+from .support import PASSWORD, T0, AnyStore, device, make_store, pupil, site, user
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+BACKENDS = ("sqlite", "postgresql")
 
 
 @dataclass
@@ -27,37 +39,82 @@ class Clock:
 
 @dataclass
 class World:
-    db: Path
+    """Two schools, their staff, three devices and a pupil, on one backend.
+
+    ``store`` is the test's own handle on the world's store (seed and inspect through it);
+    ``db_path`` is the SQLite file (None on PostgreSQL)."""
+
+    backend: str
+    store: AnyStore
     data_dir: Path
     clock: Clock
+    db_path: Path | None = None
     devices: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def db(self) -> AnyStore:
+        """The store (the older spelling: ``connect(world.db)``, ``audit_rows(world.db)``)."""
+        return self.store
+
+    @property
+    def db_error(self) -> type[Exception]:
+        """The base class of the backend driver's database errors (what a trigger raises)."""
+        if self.backend == "sqlite":
+            return sqlite3.DatabaseError
+        import psycopg
+
+        return psycopg.Error
+
+    def make_app(self, **kwargs: Any) -> Starlette:
+        """The console over this world. On SQLite the app opens the file itself (as
+        ``vigil-collector serve`` does); on PostgreSQL it is handed the store."""
+        where: dict[str, Any] = ({"db_path": self.db_path} if self.db_path is not None
+                                 else {"store": self.store})
+        opts: dict[str, Any] = {"public_url": "https://testserver",
+                                "allowed_hosts": ["testserver"], "clock": self.clock}
+        return create_app(data_dir=self.data_dir, **where, **{**opts, **kwargs})
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
 
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    db = make_store(tmp_path)
-    w = World(db, tmp_path, Clock())
-    with connect(db) as conn:
-        site(conn, "north", "North High School", ["dsl@north.example"])
-        site(conn, "south", "South Academy")
-        user(conn, "dsl1", "dsl", ["north"], "Dee Ess-Ell")
-        user(conn, "deputy1", "deputy_dsl", ["north"], "Dep Uty")
-        user(conn, "dslsouth", "dsl", ["south"])
-        user(conn, "tech1", "technician", ["north"])
-        user(conn, "gov1", "governor", ["north"])
-        user(conn, "trust1", "trust_admin", ["north", "south"])
-        w.devices["it1"] = device(conn, "north", "NH-LAP-001", room="IT1")
-        w.devices["bare"] = device(conn, "north", "NH-LAP-002")
-        w.devices["south"] = device(conn, "south", "SA-LAP-001", room="S1")
-        conn.execute("INSERT INTO pupils VALUES ('north', 'pupil1', 'Alex Smith', 'Year 9', "
-                     "'secondary')")
-    return w
+def world(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    db_path: Path | None = None
+    store: AnyStore
+    if backend == "sqlite":
+        db_path = make_store(tmp_path)
+        store = SqliteStore(db_path, tmp_path)
+    else:
+        from collector.store.postgres import open_postgres_store
+
+        # the template database is migrated already (tests/support/pg_fixtures.py)
+        store = open_postgres_store(request.getfixturevalue("pg_url"), tmp_path,
+                                    pool_max=4, migrate=False)
+    w = World(backend, store, tmp_path, Clock(), db_path)
+    try:
+        site(store, "north", "North High School", ["dsl@north.example"])
+        site(store, "south", "South Academy")
+        user(store, "dsl1", "dsl", ["north"], "Dee Ess-Ell")
+        user(store, "deputy1", "deputy_dsl", ["north"], "Dep Uty")
+        user(store, "dslsouth", "dsl", ["south"])
+        user(store, "tech1", "technician", ["north"])
+        user(store, "gov1", "governor", ["north"])
+        user(store, "trust1", "trust_admin", ["north", "south"])
+        w.devices["it1"] = device(store, "north", "NH-LAP-001", room="IT1")
+        w.devices["bare"] = device(store, "north", "NH-LAP-002")
+        w.devices["south"] = device(store, "south", "SA-LAP-001", room="S1")
+        pupil(store, "north", "pupil1", "Alex Smith", "Year 9", "secondary")
+        yield w
+    finally:
+        store.close()
 
 
 @pytest.fixture
-def app(world: World) -> Iterator[object]:
-    yield create_app(world.db, world.data_dir, public_url="https://testserver",
-                     allowed_hosts=["testserver"], clock=world.clock)
+def app(world: World) -> Iterator[Starlette]:
+    yield world.make_app()
 
 
 def csrf_of(html: str) -> str:

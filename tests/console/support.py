@@ -1,9 +1,19 @@
-"""Reusable helpers for console tests: seed a real SQLite store, serve the app for real.
+"""Reusable helpers for console tests: seed a real store (SQLite or PostgreSQL), serve the app.
 
-    db = make_store(tmp_path)                      # core + console migrations applied
-    with connect(db) as conn: site(conn, "north"); user(conn, "dsl1", "dsl", ["north"])
-    qid = seed_capture(conn, site_id="north", device_id=dev, window_title="...")
-    with ConsoleServer(db, tmp_path) as srv: srv.url -> "https://127.0.0.1:PORT"
+Every helper takes the store the world is built on (a SqliteStore or PostgresStore) and writes
+through the store's repositories or portable SQL on ``store.db``, so one test runs unchanged
+on both backends (tests/console/conftest.py parametrizes the ``world`` over them):
+
+    site(store, "north"); user(store, "dsl1", "dsl", ["north"]); pupil(store, "north", ...)
+    dev = device(store, "north", "NH-LAP-001")
+    qid = seed_capture(store, site_id="north", device_id=dev, window_title="...")
+    audit_rows(store, "capture.view")
+    with ConsoleServer(store, data_dir) as srv: srv.url -> "https://127.0.0.1:PORT"
+
+``connect(target)`` gives a connection-like view (``conn.execute(sql, params)``, rows by
+index or by name) over a store, a World or a SQLite file path, for tests that read state with
+portable SQL (``?`` placeholders). The helpers accept that view too, so
+``with connect(world.db) as conn: seed_capture(conn, ...)`` runs on both backends.
 
 The lead's real-agent end-to-end can reuse ConsoleServer with a store the collector filled.
 """
@@ -12,15 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import socket
-import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import uvicorn
 from cryptography import x509
@@ -31,15 +39,24 @@ from cryptography.x509.oid import NameOID
 from collector.console import create_app
 from collector.console.auth import hash_password
 from collector.console.db import migrate_all
+from collector.store.base import NewCapture
+from collector.store.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from collector.store.postgres import PostgresStore
 
 __all__ = [
     "CHROMIUM_ARGS",
     "PASSWORD",
+    "AnyStore",
+    "Conn",
     "ConsoleServer",
+    "audit_rows",
     "browser_login",
     "connect",
     "device",
     "make_store",
+    "pupil",
     "seed_capture",
     "self_signed_cert",
     "site",
@@ -54,56 +71,128 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 T0 = int(dt.datetime(2026, 11, 16, 10, 0, tzinfo=dt.UTC).timestamp() * 1000)
 
+AnyStore: TypeAlias = "SqliteStore | PostgresStore"
+
 
 def make_store(tmp: Path, name: str = "vigil.db") -> Path:
+    """A migrated SQLite store file (core + console migrations) in ``tmp``."""
     db = tmp / name
     migrate_all(db)
     return db
 
 
+class Row(tuple):  # type: ignore[type-arg]
+    """A result row readable by position and by column name (as sqlite3.Row is)."""
+
+    _keys: tuple[str, ...]
+
+    def __new__(cls, d: dict[str, Any]) -> Row:
+        row = super().__new__(cls, tuple(d.values()))
+        row._keys = tuple(d)
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._keys.index(key))
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+
+class Result:
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self._rows = [Row(r) for r in rows]
+
+    def fetchone(self) -> Row | None:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Row]:
+        return list(self._rows)
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self._rows)
+
+
+class Conn:
+    """A connection-like view over a store's ``db``: portable SQL (``?`` placeholders), each
+    statement committed on its own, on SQLite and PostgreSQL alike."""
+
+    def __init__(self, store: AnyStore) -> None:
+        self.store = store
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        return Result(self.store.db.rows(sql, params))
+
+
+Target: TypeAlias = "AnyStore | Conn"
+
+
+def _store(target: Any) -> AnyStore:
+    """The store behind a Conn, a World (``.store``) or a store itself."""
+    return getattr(target, "store", target)  # type: ignore[no-any-return]
+
+
 @contextlib.contextmanager
-def connect(db: Path) -> Iterator[sqlite3.Connection]:
-    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
-    conn.row_factory = sqlite3.Row
-    try:
-        yield conn
-    finally:
-        conn.close()
+def _opened(target: Any) -> Iterator[AnyStore]:
+    """A store for ``target``: a SQLite file path is opened (and closed afterwards); a
+    store, World or Conn is used as it is."""
+    if isinstance(target, (str, Path)):
+        store = SqliteStore(Path(target))
+        try:
+            yield store
+        finally:
+            store.close()
+    else:
+        yield _store(target)
 
 
-def site(conn: sqlite3.Connection, site_id: str, name: str | None = None,
+@contextlib.contextmanager
+def connect(target: Any) -> Iterator[Conn]:
+    """A :class:`Conn` over a store, a World, or the SQLite store file at a path."""
+    with _opened(target) as store:
+        yield Conn(store)
+
+
+def site(target: Target, site_id: str, name: str | None = None,
          contacts: list[str] | None = None) -> str:
-    conn.execute("INSERT OR IGNORE INTO sites (id, name, dsl_contacts, created_at) "
-                 "VALUES (?, ?, ?, ?)", (site_id, name or site_id.title(),
-                                         json.dumps(contacts or []), T0))
+    store = _store(target)
+    if store.ensure_site(site_id, name or site_id.title(), T0) and contacts:
+        store.set_site_contacts(site_id, contacts, None)
     return site_id
 
 
 _HASH: str | None = None
 
 
-def user(conn: sqlite3.Connection, username: str, role: str, sites: list[str],
+def user(target: Target, username: str, role: str, sites: list[str],
          display_name: str | None = None) -> str:
     """Create an account with password PASSWORD (argon2 hash computed once per process)."""
     global _HASH
     _HASH = _HASH or hash_password(PASSWORD)
-    conn.execute("INSERT INTO users (username, display_name, email, password_hash, role, sites, "
-                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                 (username, display_name or username.upper(), f"{username}@school.example",
-                  _HASH, role, json.dumps(sites), T0))
+    _store(target).add_account(username=username, display_name=display_name or username.upper(),
+                               email=f"{username}@school.example", password_hash=_HASH,
+                               role=role, sites=sites, now_ms=T0)
     return username
 
 
-def device(conn: sqlite3.Connection, site_id: str, hostname: str, room: str | None = None,
+def pupil(target: Target, site_id: str, username: str, display_name: str,
+          year_group: str = "Year 9", age_band: str = "secondary") -> str:
+    _store(target).upsert_pupils(site_id, [(username, display_name, year_group, age_band)])
+    return username
+
+
+def device(target: Target, site_id: str, hostname: str, room: str | None = None,
            last_seen_at: int | None = T0, device_id: str | None = None) -> str:
     dev = device_id or uuid.uuid4().hex
-    conn.execute("INSERT INTO devices (id, site_id, group_name, hostname, os, room, cert_serial, "
-                 "enrolled_at, last_seen_at) VALUES (?, ?, 'year-9', ?, 'linux', ?, ?, ?, ?)",
-                 (dev, site_id, hostname, room, uuid.uuid4().hex, T0, last_seen_at))
+    _store(target).db.execute(
+        "INSERT INTO devices (id, site_id, group_name, hostname, os, room, cert_serial, "
+        "enrolled_at, last_seen_at) VALUES (?, ?, 'year-9', ?, 'linux', ?, ?, ?, ?)",
+        (dev, site_id, hostname, room, uuid.uuid4().hex, T0, last_seen_at))
     return dev
 
 
-def seed_capture(conn: sqlite3.Connection, *, site_id: str, device_id: str,
+def seed_capture(target: Target, *, site_id: str, device_id: str,
                  os_user: str = "pupil1", rule_id: str = "self_harm.cutting",
                  category: str = "self_harm", severity: int = 3, priority: int | None = None,
                  match: str = "hurt myself", context: str = "i want to hurt myself tonight",
@@ -111,34 +200,38 @@ def seed_capture(conn: sqlite3.Connection, *, site_id: str, device_id: str,
                  source: str = "keys", time_ms: int = T0, status: str = "new",
                  count: int = 1, screenshot_path: str | None = None,
                  refer_police: int | None = None, hostname: str = "") -> int:
-    """One capture and its queue item, as ingest + triage would store them. Returns item id."""
+    """One capture and its queue item, as ingest + triage would store them (through the
+    store's own capture insert, so PostgreSQL's capture-id claim is made too). Returns the
+    queue item id."""
+    store = _store(target)
     cid = uuid.uuid4().hex
     police = int(category == "csam") if refer_police is None else refer_police
-    cur = conn.execute(
-        "INSERT INTO queue_items (site_id, device_id, os_user, rule_id, category, severity, "
-        "priority, pinned, refer_police, status, count, first_time_ms, last_time_ms, "
-        "latest_capture_id, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (site_id, device_id, os_user, rule_id, category, severity,
-         priority if priority is not None else severity * 20, int(severity == 5), police,
-         status, count, time_ms, time_ms, cid, time_ms, time_ms))
-    qid = int(cur.lastrowid or 0)
-    conn.execute(
-        "INSERT INTO captures (id, device_id, site_id, queue_item_id, os_user, hostname, time_ms, "
-        "last_time_ms, count, source, rule_id, category, severity, match, context, "
-        "window_title, process, match_kind, screenshot_path, received_at) "
-        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        (cid, device_id, site_id, qid, os_user, hostname, time_ms, time_ms, count, source,
-         rule_id, category, severity, match, context, window_title, process, "exact",
-         screenshot_path, time_ms))
+    capture = NewCapture(
+        id=cid, device_id=device_id, site_id=site_id, group_name="year-9", os_user=os_user,
+        hostname=hostname, time_ms=time_ms, last_time_ms=time_ms, count=count, source=source,
+        rule_id=rule_id, category=category, severity=severity, match=match, context=context,
+        window_title=window_title, process=process, match_kind="exact", media=None,
+        rules_version=0, received_at=time_ms)
+    with store.transaction():
+        row = store.db.one(
+            "INSERT INTO queue_items (site_id, device_id, os_user, rule_id, category, severity, "
+            "priority, pinned, refer_police, status, count, first_time_ms, last_time_ms, "
+            "latest_capture_id, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
+            (site_id, device_id, os_user, rule_id, category, severity,
+             priority if priority is not None else severity * 20, int(severity == 5), police,
+             status, count, time_ms, time_ms, cid, time_ms, time_ms))
+        assert row is not None
+        qid = int(row["id"])
+        store.insert_captures([store.capture_row(capture, screenshot_path, qid, None)])
+        store.queue_changed([qid])
     return qid
 
 
-def audit_rows(db: Path, action: str | None = None) -> list[dict[str, Any]]:
-    with connect(db) as conn:
-        sql, args = "SELECT * FROM audit", []
-        if action:
-            sql, args = sql + " WHERE action = ?", [action]
-        return [dict(r) for r in conn.execute(sql + " ORDER BY id", args)]
+def audit_rows(target: Any, action: str | None = None) -> list[dict[str, Any]]:
+    """The audit log (or one action's rows), oldest first."""
+    with _opened(target) as store:
+        return store.audit_rows(action)
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
@@ -172,9 +265,15 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> 
 
 
 class ConsoleServer:
-    """The console under uvicorn over HTTPS (self-signed) on 127.0.0.1, port 0, in a thread."""
+    """The console under uvicorn over HTTPS (self-signed) on 127.0.0.1, port 0, in a thread.
 
-    def __init__(self, db: Path, data_dir: Path, *, clock: Any = time.time) -> None:
+    ``db`` is a SQLite store file (the app opens it) or a store, World or Conn (the app works
+    on that store, which stays open afterwards)."""
+
+    def __init__(self, db: Any, data_dir: Path, *, clock: Any = time.time) -> None:
+        if db is None:
+            raise TypeError("ConsoleServer needs a SQLite file or a store: pass world.db (the "
+                            "world's store, on either backend), not world.db_path")
         self.db, self.data_dir, self.clock = db, data_dir, clock
         self.url = ""
         self._server: uvicorn.Server | None = None
@@ -186,8 +285,10 @@ class ConsoleServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        app = create_app(self.db, self.data_dir, public_url=f"https://127.0.0.1:{port}",
-                         allowed_hosts=["127.0.0.1", "localhost"], clock=self.clock)
+        where: dict[str, Any] = ({"db_path": Path(self.db)} if isinstance(self.db, (str, Path))
+                                 else {"store": _store(self.db)})
+        app = create_app(data_dir=self.data_dir, public_url=f"https://127.0.0.1:{port}",
+                         allowed_hosts=["127.0.0.1", "localhost"], clock=self.clock, **where)
         config = uvicorn.Config(app, ssl_certfile=str(cert), ssl_keyfile=str(key),
                                 log_level="warning", lifespan="on")
         self._server = uvicorn.Server(config)

@@ -76,14 +76,15 @@ def test_dsl_works_a_capture_from_arrival_to_closure(browser, world, tmp_path):
         assert page.locator("dd.match").inner_text() == "end it all"
 
         # act, then close
-        page.select_option("#form-action select[name=value]", "refer_head_of_year")
-        page.fill("#form-action textarea[name=note]", "Spoke to Mr Brown (HoY)")
-        page.click("#form-action button[type=submit]")
+        page.select_option("#form-act select[name=action]", "refer_head_of_year")
+        page.fill("#form-act textarea[name=note]", "Spoke to Mr Brown (HoY)")
+        page.click("#form-act button[type=submit]")
         page.wait_for_selector("#done")
         history = page.locator("#history").inner_text()
         assert "Referred to head of year / pastoral" in history and "Mr Brown" in history
-        page.select_option("#form-status select[name=value]", "closed")
-        page.click("#form-status button[type=submit]")
+        page.select_option("#form-act select[name=status]", "closed")
+        page.fill("#form-act input[name=reason]", "Handled with head of year")  # severity 5
+        page.click("#form-act button[type=submit]")
         page.wait_for_selector("#done")
         assert page.locator("#status").inner_text() == "Closed"
 

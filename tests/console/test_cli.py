@@ -1,4 +1,10 @@
-"""The console's vigil-collector sub-commands, on a real store (and a real SMTP server)."""
+"""The console's vigil-collector sub-commands, on a real store (and a real SMTP server).
+
+SQLite only, and on purpose not over the two-backend ``world``: these commands find their
+store from ``--data-dir`` and open the SQLite file there (collector/console/cli.py, through
+open_console_store); they do not read ``store.url`` yet, so there is no PostgreSQL path to
+test until they do.
+"""
 
 from __future__ import annotations
 

@@ -93,11 +93,13 @@ def test_audit_log_never_holds_capture_content(client_for, world):
 
 
 def test_audit_rows_cannot_be_changed(world):
-    import sqlite3
     with connect(world.db) as conn:
         conn.execute("INSERT INTO audit (at, actor, action) VALUES (1, 'x', 'y')")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        with pytest.raises(world.db_error, match="append-only"):
             conn.execute("UPDATE audit SET actor = 'z'")
+        with pytest.raises(world.db_error, match="append-only"):
+            conn.execute("DELETE FROM audit")
+    assert [r["actor"] for r in audit_rows(world.db)] == ["x"]
 
 
 def test_technician_sees_tokens_and_rule_versions_without_secrets(client_for, world):
@@ -110,9 +112,8 @@ def test_technician_sees_tokens_and_rule_versions_without_secrets(client_for, wo
         conn.execute("INSERT INTO enrol_tokens (id, token_hash, site_id, group_name, "
                      "expires_at, created_by, created_at) VALUES "
                      "('tok-south', 'H2', 'south', 'y', ?, 'cli:root', ?)", (now + 1, now))
-        conn.execute("INSERT INTO rule_versions (version, content_hash, bundle, created_at, "
-                     "published_by, active, note) VALUES (3, 'abcdef0123456789ff', x'00', ?, "
-                     "'cli:tech', 1, 'added bullying terms')", (now,))
+    world.store.add_rule_version(3, "abcdef0123456789ff", b"\x00", "cli:tech",
+                                 "added bullying terms", now)
     tech = client_for("tech1")
     devices = tech.get("/devices").text
     assert "tok-1" in devices and "2 / 30" in devices and "active" in devices

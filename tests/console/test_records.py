@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from collector.console import create_app
 from collector.services.reports import MIN_SHOWN, suppress
 
 from .conftest import login, post
@@ -84,8 +83,7 @@ def test_login_delays_grow_and_lapse(app, world):
 
 
 def _proxied_app(world, proxies):  # type: ignore[no-untyped-def]
-    return create_app(world.db, world.data_dir, public_url="https://testserver",
-                      allowed_hosts=["testserver"], clock=world.clock, trusted_proxies=proxies)
+    return world.make_app(trusted_proxies=proxies)
 
 
 def test_forwarded_address_is_believed_only_from_a_trusted_proxy(world):

@@ -1,4 +1,5 @@
-"""Console access control under attack: the real Starlette app over a real SQLite store.
+"""Console access control under attack: the real Starlette app over a real store (SQLite and
+PostgreSQL: the fixtures of tests/console/conftest.py run every test on both).
 
 Cross-school URL guessing (with no existence oracle), technicians and governors probing for
 content, session expiry with an injected clock, CSRF replay across sessions, password
@@ -8,7 +9,6 @@ brute force. Every refusal must be audited.
 from __future__ import annotations
 
 import re
-import sqlite3
 
 from starlette.testclient import TestClient
 
@@ -16,17 +16,18 @@ from collector.store.screenshots import ensure_key, write_screenshot
 from tests.console.conftest import (  # noqa: F401  (pytest fixtures, imported to reuse)
     World,
     app,
+    backend,
     client_for,
     csrf_of,
     login,
     world,
 )
-from tests.console.support import audit_rows, connect, seed_capture, tiny_png
+from tests.console.support import Conn, audit_rows, connect, seed_capture, tiny_png
 
 SECRET = "zebra-lantern-secret"
 
 
-def _with_shot(conn: sqlite3.Connection, w: World, qid: int) -> str:
+def _with_shot(conn: Conn, w: World, qid: int) -> str:
     cid = str(conn.execute("SELECT id FROM captures WHERE queue_item_id = ?",
                            (qid,)).fetchone()[0])
     path = write_screenshot(w.data_dir, cid, tiny_png(), ensure_key(w.data_dir))

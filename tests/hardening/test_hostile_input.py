@@ -9,7 +9,6 @@ capture and must not stop monitoring.
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from tests.console.support import (
     CHROMIUM_ARGS,
     ConsoleServer,
     browser_login,
+    connect,
     user,
 )
 from tests.support.agent import InProcessAgent, no_backends, spool_captures
@@ -178,12 +178,9 @@ _RLO_CHECK = """() => {
 def test_console_renders_hostile_captures_inert_in_chromium(
         collector: RunningCollector, stored: dict[str, object], browser: object,
         tmp_path: Path) -> None:
-    conn = sqlite3.connect(collector.db_path, timeout=10, isolation_level=None)
-    try:
+    with connect(collector.db_path) as conn:
         user(conn, "dslhostile", "dsl", ["default"])
         user(conn, "techhostile", "technician", ["default"])
-    finally:
-        conn.close()
     items = {name: collector.query("SELECT queue_item_id FROM captures WHERE id = ?",
                                    (stored[name].id,))[0][0]  # type: ignore[attr-defined]
              for name in [*PAYLOADS, "huge"]}
@@ -312,11 +309,8 @@ def test_exports_neutralise_spreadsheet_formulas(collector: RunningCollector) ->
             await s.send_captures(caps)
             await s.wait_for(lambda s: {c.id for c in caps} <= s.acked)
     run_async(send())
-    conn = sqlite3.connect(collector.db_path, timeout=10, isolation_level=None)
-    try:
+    with connect(collector.db_path) as conn:
         user(conn, "dslcsv", "dsl", ["default"])
-    finally:
-        conn.close()
     app = create_app(collector.db_path, collector.data_dir, public_url="https://testserver",
                      allowed_hosts=["testserver"])
     with TestClient(app, base_url="https://testserver") as tc:

@@ -42,6 +42,14 @@
             var doc = new DOMParser().parseFromString(
               "<table><tbody>" + res[2] + "</tbody></table>", "text/html");
             var fresh = doc.querySelector("tbody");
+            // keep the DSL's bulk selection across refreshes
+            var picked = {};
+            body.querySelectorAll("input[name=item]:checked").forEach(function (b) {
+              picked[b.value] = true;
+            });
+            fresh.querySelectorAll("input[name=item]").forEach(function (b) {
+              if (picked[b.value]) { b.checked = true; }
+            });
             body.replaceChildren.apply(body, Array.prototype.slice.call(fresh.children));
             table.setAttribute("data-digest", digest);
             if (total) { total.textContent = res[1]; }

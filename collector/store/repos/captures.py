@@ -9,6 +9,7 @@ round trips on either backend.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -83,11 +84,12 @@ class CapturesRepo:
             return
         self.db.executemany(
             "UPDATE devices SET agent_version = ?, rules_version = ?, spool_depth = ?, "
-            "spool_bytes = ?, drops = ?, last_user = ?, hostname = "
+            "spool_bytes = ?, drops = ?, sources = ?, last_user = ?, hostname = "
             "CASE WHEN ? <> '' THEN ? ELSE hostname END, last_seen_at = ? WHERE id = ?",
             [(h.agent_version, h.rules_version, h.spool_depth, h.spool_bytes,
-              json.dumps(h.drops, sort_keys=True), h.os_user, h.hostname, h.hostname, h.at,
-              h.device_id) for h in heartbeats])
+              json.dumps(h.drops, sort_keys=True),
+              json.dumps([dataclasses.asdict(x) for x in h.sources]), h.os_user, h.hostname,
+              h.hostname, h.at, h.device_id) for h in heartbeats])
 
     def apply_rules_acks(self, acks: Sequence[RulesAckRow]) -> None:
         """Each device's answer for a rule version (the newest answer wins)."""

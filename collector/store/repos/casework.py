@@ -3,8 +3,8 @@ and the per-rule precision the technicians tune rules with (counts, never conten
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from collector.domain.vocabulary import CLOSED_STATUSES
 from collector.store.sql import Db, in_list
@@ -13,7 +13,7 @@ __all__ = ["CaseworkRepo"]
 
 _BRIEF_COLS = ("id, time_ms, last_time_ms, count, source, rule_id, severity, hostname, os_user, "
                "rules_version, match_kind")
-_CONTENT_COLS = (", match, context, window_title, process, reasons, score, "
+_CONTENT_COLS = (", match, context, window_title, process, reasons, score, media, "
                  "CASE WHEN screenshot_path IS NOT NULL THEN 1 ELSE 0 END AS has_shot")
 #: The queue_items columns an action may change.
 _ITEM_SETTABLE = frozenset({"status", "closed_at", "assignee", "updated_at"})
@@ -21,6 +21,9 @@ _ITEM_SETTABLE = frozenset({"status", "closed_at", "assignee", "updated_at"})
 
 class CaseworkRepo:
     db: Db
+
+    if TYPE_CHECKING:  # provided by CapturesRepo (or the backend) in the store class
+        def queue_changed(self, item_ids: Sequence[int]) -> None: ...
 
     def queue_item(self, qid: int) -> dict[str, Any] | None:
         """One queue item row, or None."""
@@ -44,8 +47,17 @@ class CaseworkRepo:
 
     def item_actions(self, qid: int) -> list[dict[str, Any]]:
         """The item's recorded actions, notes and status changes, oldest first."""
-        return self.db.rows("SELECT actor, action, note, at FROM queue_actions "
+        return self.db.rows("SELECT actor, action, note, reason, at FROM queue_actions "
                             "WHERE queue_item_id = ? ORDER BY at, id", (qid,))
+
+    def staff_names(self, usernames: Iterable[str]) -> dict[str, str]:
+        """Console users' display names, by username (unknown usernames are left out)."""
+        names = sorted(set(usernames))
+        if not names:
+            return {}
+        where, args = in_list("username", names)
+        return {str(r["username"]): str(r["display_name"]) for r in self.db.rows(
+            f"SELECT username, display_name FROM users WHERE {where}", args)}
 
     def site_assignees(self, site_id: str) -> list[str]:
         """Usernames of the enabled DSLs and deputy DSLs of one site."""
@@ -55,19 +67,22 @@ class CaseworkRepo:
             (f'%"{site_id}"%',))]
 
     def record_action(self, qid: int, *, actor: str, action: str, note: str, now_ms: int,
-                      item_changes: Mapping[str, Any]) -> None:
-        """Append one queue action and apply its changes to the item (join the caller's
-        transaction to make both one unit with the audit row)."""
+                      item_changes: Mapping[str, Any], reason: str = "") -> None:
+        """Append one queue action (with the reason given for it) and apply its changes to
+        the item (join the caller's transaction to make both one unit with the audit row);
+        other collectors hear of the change (``queue_changed``) when it commits."""
         bad = set(item_changes) - _ITEM_SETTABLE
         if bad:
             raise ValueError(f"queue item columns {sorted(bad)} cannot be set by an action")
         with self.db.transaction():
-            self.db.execute("INSERT INTO queue_actions (queue_item_id, actor, action, note, at) "
-                            "VALUES (?, ?, ?, ?, ?)", (qid, actor, action, note, now_ms))
+            self.db.execute("INSERT INTO queue_actions (queue_item_id, actor, action, note, "
+                            "reason, at) VALUES (?, ?, ?, ?, ?, ?)",
+                            (qid, actor, action, note, reason, now_ms))
             if item_changes:
                 sets = ", ".join(f"{k} = ?" for k in item_changes)
                 self.db.execute(f"UPDATE queue_items SET {sets} WHERE id = ?",
                                 [*item_changes.values(), qid])
+            self.queue_changed([qid])
 
     def capture_screenshot(self, qid: int, capture_id: str) -> str | None:
         """The stored (encrypted) screenshot path of one capture of this item, or None."""
@@ -85,10 +100,11 @@ class CaseworkRepo:
     def latest_unlock(self, qid: int, username: str, now_ms: int,
                       requested_since_ms: int) -> dict[str, Any] | None:
         """The user's newest unlock for this item that is pending (requested since
-        ``requested_since_ms``) or approved and unexpired, or None."""
+        ``requested_since_ms``, not declined) or approved and unexpired, or None."""
         return self.db.one(
             "SELECT * FROM console_unlocks WHERE queue_item_id = ? AND requested_by = ? "
-            "AND ((approved_by IS NULL AND requested_at > ?) OR expires_at > ?) "
+            "AND ((approved_by IS NULL AND declined_at IS NULL AND requested_at > ?) "
+            "OR expires_at > ?) "
             "ORDER BY id DESC LIMIT 1", (qid, username, requested_since_ms, now_ms))
 
     def add_unlock(self, *, qid: int, site_id: str, requested_by: str, now_ms: int,
@@ -105,22 +121,36 @@ class CaseworkRepo:
 
     def pending_unlocks(self, sites: list[str], not_requested_by: str,
                         requested_since_ms: int) -> list[dict[str, Any]]:
-        """Unapproved requests of these sites made by someone else since the given time,
+        """Undecided requests of these sites made by someone else since the given time,
         with the item's category."""
         where, args = in_list("u.site_id", sites)
         return self.db.rows(
             "SELECT u.*, q.category FROM console_unlocks u JOIN queue_items q "
             f"ON q.id = u.queue_item_id WHERE {where} AND u.approved_by IS NULL "
+            "AND u.declined_at IS NULL "
             "AND u.requested_by <> ? AND u.requested_at > ? ORDER BY u.id",
             [*args, not_requested_by, requested_since_ms])
 
     def approve_unlock_row(self, unlock_id: int, approved_by: str, now_ms: int,
                            expires_at: int) -> bool:
-        """Approve a still-pending request; False when it was approved meanwhile."""
+        """Approve a still-pending request; False when it was decided meanwhile."""
         return self.db.execute(
             "UPDATE console_unlocks SET approved_by = ?, approved_at = ?, expires_at = ? "
-            "WHERE id = ? AND approved_by IS NULL",
+            "WHERE id = ? AND approved_by IS NULL AND declined_at IS NULL",
             (approved_by, now_ms, expires_at, unlock_id)) == 1
+
+    def decline_unlock_row(self, unlock_id: int, declined_by: str, now_ms: int,
+                           reason: str) -> bool:
+        """Decline a still-pending request; False when it was decided meanwhile."""
+        return self.db.execute(
+            "UPDATE console_unlocks SET declined_by = ?, declined_at = ?, decline_reason = ? "
+            "WHERE id = ? AND approved_by IS NULL AND declined_at IS NULL",
+            (declined_by, now_ms, reason, unlock_id)) == 1
+
+    def item_unlocks(self, qid: int) -> list[dict[str, Any]]:
+        """Every four-eyes request of one item, oldest first (the item's four-eyes history)."""
+        return self.db.rows("SELECT * FROM console_unlocks WHERE queue_item_id = ? "
+                            "ORDER BY requested_at, id", (qid,))
 
     # -- precision (technicians) ----------------------------------------------------------
     def rule_precision_rows(self, sites: list[str]) -> list[dict[str, Any]]:

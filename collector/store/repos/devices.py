@@ -147,7 +147,7 @@ class DevicesRepo:
         else:
             rows = self.db.rows(
                 _DEVICE_SQL + " WHERE COALESCE(d.last_seen_at, d.enrolled_at) < ? "
-                "AND d.revoked_at IS NULL ORDER BY d.last_seen_at", (silent_since_ms,))
+                "AND d.revoked_at IS NULL ORDER BY d.last_seen_at NULLS FIRST", (silent_since_ms,))
         return [_device(r) for r in rows]
 
     def revoke_device(self, device_id: str, now_ms: int) -> bool:

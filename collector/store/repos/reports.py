@@ -29,6 +29,17 @@ def _period(sites: list[str], start_ms: int | None,
     return " AND ".join(parts), args
 
 
+def _restricted(categories: Sequence[str], only: bool) -> tuple[str, list[Any]]:
+    """Items of the restricted (illegal-imagery) categories or marked refer-to-police: the
+    condition that leaves them out, or with ``only`` keeps only them."""
+    if not categories:
+        return ("q.refer_police = 1", []) if only else ("q.refer_police = 0", [])
+    where, args = in_list("q.category", list(categories))
+    if only:
+        return f"(q.refer_police = 1 OR {where})", args
+    return f"(q.refer_police = 0 AND NOT {where})", args
+
+
 class ReportsRepo:
     db: Db
 
@@ -87,13 +98,77 @@ class ReportsRepo:
         return self.db.rows(
             "SELECT id, hostname, room, last_seen_at FROM devices WHERE site_id = ? "
             "AND revoked_at IS NULL AND (last_seen_at IS NULL OR last_seen_at < ?) "
-            "ORDER BY last_seen_at", (site_id, seen_before_ms))
+            "ORDER BY last_seen_at NULLS FIRST", (site_id, seen_before_ms))
 
     def active_devices(self, sites: list[str]) -> int:
         """Enrolled, unrevoked devices of these sites."""
         where, args = in_list("site_id", sites)
         return int(self.db.scalar(
             f"SELECT COUNT(*) FROM devices WHERE {where} AND revoked_at IS NULL", args))
+
+    # -- dashboard ------------------------------------------------------------------------
+    def items_per_week(self, column: str, sites: list[str], start_ms: int, week_ms: int,
+                       weeks: int, restricted: Sequence[str] = (),
+                       only_restricted: bool = False) -> list[tuple[int, Any, int]]:
+        """(week index from ``start_ms``, value of ``column``, items) for items first seen in
+        those weeks. Items of the ``restricted`` categories (or marked refer-to-police) are
+        left out, or, with ``only_restricted``, are the only ones counted."""
+        if column not in _GROUPABLE:
+            raise ValueError(f"cannot group items by {column!r}")
+        where, args = _period(sites, start_ms, start_ms + week_ms * weeks)
+        rwhere, rargs = _restricted(restricted, only_restricted)
+        return [(int(r["w"]), r["v"], int(r["n"])) for r in self.db.rows(
+            f"SELECT w, v, COUNT(*) AS n FROM (SELECT (q.first_time_ms - ?) / ? AS w, "
+            f"q.{column} AS v FROM queue_items q WHERE {where} AND {rwhere}) t GROUP BY w, v",
+            [start_ms, week_ms, *args, *rargs])]
+
+    def first_actions(self, sites: list[str], start_ms: int, end_ms: int,
+                      restricted: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Per item first seen in [start, end) (restricted ones left out): site_id,
+        first_time_ms and first_action_at (the earliest recorded action, note or status
+        change; None when nothing has been recorded yet)."""
+        where, args = _period(sites, start_ms, end_ms)
+        rwhere, rargs = _restricted(restricted, False)
+        return self.db.rows(
+            f"SELECT q.site_id AS site_id, q.first_time_ms AS first_time_ms, "
+            f"MIN(a.at) AS first_action_at FROM queue_items q "
+            f"LEFT JOIN queue_actions a ON a.queue_item_id = q.id "
+            f"WHERE {where} AND {rwhere} GROUP BY q.id, q.site_id, q.first_time_ms",
+            [*args, *rargs])
+
+    def open_items_by(self, column: str, sites: list[str], restricted: Sequence[str] = (),
+                      only_restricted: bool = False) -> list[tuple[str, Any, int]]:
+        """(site id, value of ``column``, open items) of these sites (restricted items left
+        out, or with ``only_restricted`` the only ones counted)."""
+        if column not in _GROUPABLE:
+            raise ValueError(f"cannot group items by {column!r}")
+        where, args = in_list("q.site_id", sites)
+        swhere, sargs = in_list("q.status", sorted(OPEN_STATUSES))
+        rwhere, rargs = _restricted(restricted, only_restricted)
+        return [(str(r["s"]), r["v"], int(r["n"])) for r in self.db.rows(
+            f"SELECT q.site_id AS s, q.{column} AS v, COUNT(*) AS n FROM queue_items q "
+            f"WHERE {where} AND {swhere} AND {rwhere} GROUP BY q.site_id, q.{column}",
+            [*args, *sargs, *rargs])]
+
+    def misfire_rows(self, sites: list[str], restricted: Sequence[str],
+                     limit: int = 2000) -> list[dict[str, Any]]:
+        """The newest false-positive items of these sites (never restricted ones) with their
+        latest capture's match, context, source and match kind, and the pupil's OS login so
+        the caller can count distinct pupils. For anonymising in the service: never shown."""
+        where, args = in_list("q.site_id", sites)
+        rwhere, rargs = _restricted(restricted, False)
+        return self.db.rows(
+            f"SELECT q.rule_id, q.category, q.os_user, c.match, c.context, c.source, "
+            f"c.match_kind FROM queue_items q JOIN captures c ON c.id = q.latest_capture_id "
+            f"WHERE {where} AND {rwhere} AND q.status = 'false_positive' "
+            f"ORDER BY q.id DESC LIMIT ?", [*args, *rargs, limit])
+
+    def devices_per_rules_version(self, sites: list[str]) -> dict[int, int]:
+        """Enrolled, unrevoked devices of these sites per rules version they last reported."""
+        where, args = in_list("site_id", sites)
+        return {int(r["v"]): int(r["n"]) for r in self.db.rows(
+            f"SELECT rules_version AS v, COUNT(*) AS n FROM devices WHERE {where} "
+            f"AND revoked_at IS NULL GROUP BY rules_version", args)}
 
     # -- exports --------------------------------------------------------------------------
     def export_items(self, sites: list[str], start_ms: int | None,

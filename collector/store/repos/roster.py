@@ -33,8 +33,8 @@ class RosterRepo:
         where, args = in_list("site_id", sites)
         return self.db.rows(
             "SELECT id, site_id, group_name, hostname, os, agent_version, rules_version, room, "
-            f"last_seen_at, spool_depth, drops, revoked_at FROM devices WHERE {where} "
-            "ORDER BY site_id, room, hostname LIMIT ?", [*args, limit])
+            f"last_seen_at, spool_depth, drops, sources, revoked_at FROM devices WHERE {where} "
+            "ORDER BY site_id, room NULLS FIRST, hostname LIMIT ?", [*args, limit])
 
     def site_tokens(self, sites: list[str], limit: int = 200) -> list[dict[str, Any]]:
         """Enrolment tokens of these sites, newest first (never the secret or its hash)."""
@@ -42,6 +42,11 @@ class RosterRepo:
         return self.db.rows(
             "SELECT id, site_id, group_name, max_uses, uses, expires_at, revoked_at, created_by "
             f"FROM enrol_tokens WHERE {where} ORDER BY created_at DESC LIMIT ?", [*args, limit])
+
+    def token_site(self, token_id: str) -> str | None:
+        """The site of an enrolment token, or None when there is no such token."""
+        v = self.db.scalar("SELECT site_id FROM enrol_tokens WHERE id = ?", (token_id,))
+        return str(v) if v is not None else None
 
     def device_site(self, device_id: str) -> dict[str, Any] | None:
         """A device's site id and hostname, or None."""
