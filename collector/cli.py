@@ -327,8 +327,16 @@ def cmd_site(args: argparse.Namespace) -> int:
     try:
         estate = _estate(store)
         if args.site_cmd == "add":
-            created = estate.add_site(_actor(), args.site, args.name)
-            print(f"site {args.site} " + ("created" if created else "already exists"))
+            created = estate.add_site(_actor(), args.site, args.name, wales=args.wales)
+            print(f"site {args.site} " + ("created" if created else "already exists")
+                  + (" (Welsh school: its lead is the DSP)" if created and args.wales else ""))
+            if not created and args.wales:
+                print(f"to make it a Welsh school: vigil-collector site wales {args.site} --on")
+        elif args.site_cmd == "wales":
+            estate.set_wales(_actor(), args.site, args.on)
+            print(f"{args.site}: " + ("a Welsh school; its lead is named the Designated "
+                                      "Safeguarding Person (DSP)" if args.on else
+                                      "not a Welsh school; its lead is named the DSL"))
         else:
             estate.set_contacts(_actor(), args.site, args.email or [], args.webhook)
             print(f"{args.site}: {len(args.email or [])} DSL contact(s), in escalation order")
@@ -434,6 +442,16 @@ def build_parser() -> argparse.ArgumentParser:
     x = ssub.add_parser("add", parents=[common], help="add a site")
     x.add_argument("--site", required=True, help="site slug")
     x.add_argument("--name", required=True, help="display name")
+    x.add_argument("--wales", action="store_true",
+                   help="a Welsh school: name its lead the DSP (Keeping Learners Safe)")
+    x = ssub.add_parser("wales", parents=[common],
+                        help="mark a site a Welsh school (--on) or not (--off)")
+    x.add_argument("site", help="site slug")
+    onoff = x.add_mutually_exclusive_group(required=True)
+    onoff.add_argument("--on", dest="on", action="store_true",
+                       help="a Welsh school: its lead is the Designated Safeguarding Person")
+    onoff.add_argument("--off", dest="on", action="store_false",
+                       help="not a Welsh school: its lead is the DSL")
     x = ssub.add_parser("contacts", parents=[common], help="set DSL alert contacts")
     x.add_argument("--site", required=True, help="site slug")
     x.add_argument("--email", action="append", help="contact email, in escalation order")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from collector.config import ConfigError, load_config
+from collector.domain.vocabulary import LANGUAGES
 from collector.services.accounts import ROLES, AuthError, BadInput, Refused
 from collector.services.reports import weekly_text
 from collector.services.roster import RosterError
@@ -58,11 +59,22 @@ def _config(args: argparse.Namespace) -> Any:
 
 @contextmanager
 def _services(args: argparse.Namespace) -> Iterator[Services]:
-    path = _db_path(args)
-    if not path.exists():
-        raise CliError(f"{path}: no store here; run 'vigil-collector init' first "
-                       "(or pass --data-dir)")
-    store = open_console_store(path, path.parent)
+    cfg = _config(args)
+    if getattr(args, "store", None):
+        cfg.store.url = args.store
+    if cfg.store.url and not getattr(args, "db_path", None):
+        from collector.store import StoreBusy, open_configured_store
+
+        try:
+            store = open_configured_store(cfg, migrate=False)
+        except StoreBusy as exc:
+            raise CliError(f"cannot open the store: {exc}") from None
+    else:
+        path = _db_path(args)
+        if not path.exists():
+            raise CliError(f"{path}: no store here; run 'vigil-collector init' first "
+                           "(or pass --data-dir)")
+        store = open_console_store(path, path.parent)
     try:
         yield Services(store, time.time)
     finally:
@@ -141,6 +153,14 @@ def _user_approver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_language(args: argparse.Namespace) -> int:
+    with _services(args) as svc:
+        svc.accounts.set_language(actor=_actor(), username=args.username,
+                                  language=args.language)
+    print(f"{args.username} now reads the console in {LANGUAGES[args.language]}")
+    return 0
+
+
 def _roster_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     try:
@@ -202,6 +222,8 @@ def _common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", help="collector data dir (default: platformdirs "
                         "user_data_dir('vigil-collector'))")
     parser.add_argument("--config", help="TOML config file (default: <data dir>/collector.toml)")
+    parser.add_argument("--store", metavar="URL", help="the store: postgresql://user@host/db; "
+                        "default: config store.url, else the SQLite file in the data dir")
     return parser
 
 
@@ -248,6 +270,14 @@ def register(subparsers: Any) -> None:
     onoff.add_argument("--off", dest="on", action="store_false", help="stop naming them")
     _common(appr)
     appr.set_defaults(**_handler(_user_approver))
+    lang = usub.add_parser("language", help="set the language an account reads the console in",
+                           description="Set the console language of an account: cy (Cymraeg) "
+                           "or en (English). The user can also switch it at the foot of every "
+                           "console page. Audited.")
+    lang.add_argument("username", help="log-in name")
+    lang.add_argument("language", choices=tuple(LANGUAGES), help="cy or en")
+    _common(lang)
+    lang.set_defaults(**_handler(_user_language))
 
     roster = subparsers.add_parser("roster", help="pupil roster",
                                    description="Manage the pupil roster.")

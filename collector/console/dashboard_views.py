@@ -22,7 +22,8 @@ def dashboard(ctx: Ctx) -> Response:
     ctx.audit("dashboard.view", "", site or (d.sites[0][0] if len(d.sites) == 1 else None),
               sites=[s for s, _n in d.sites], exact=d.exact)
     # colours by position among the categories shown, so no two in one chart look alike
-    cat_series = [(k, label, CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)], row)
+    _ = ctx.tr
+    cat_series = [(k, _(label), CATEGORY_COLOURS[i % len(CATEGORY_COLOURS)], row)
                   for i, ((k, label), row) in enumerate(zip(d.by_category.keys,
                                                             d.by_category.cells, strict=True))]
     sev_series = [(k, label, SEVERITY_COLOURS.get(k, "#5b6570"), row)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from starlette.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
-from collector.services.accounts import DEVICE_COOKIE_MS, AuthError, LoginThrottled
+from collector.services.accounts import DEVICE_COOKIE_MS, AuthError, BadInput, LoginThrottled
 from collector.services.casework import CLOSE_REASONS, REASON_SEVERITY
 from collector.services.exports import CPOMS_COLUMNS, INCIDENT_COLUMNS, ExportRange, to_csv
 from collector.services.queue import PAGE_SIZE, SORT_LABELS, QueueFilters
@@ -19,6 +19,7 @@ from collector.store.screenshots import ScreenshotError, read_screenshot
 
 from .casework_views import ROUTES as CASEWORK_ROUTES
 from .dashboard_views import ROUTES as DASHBOARD_ROUTES
+from .i18n import LANGUAGES
 from .labels import ACTIONS, STATUSES, category_label, known_categories
 from .notice_views import ROUTES as NOTICE_ROUTES
 from .technician_views import ROUTES as TECHNICIAN_ROUTES
@@ -102,6 +103,17 @@ def logout(ctx: Ctx) -> Response:
     resp.delete_cookie(ctx.console.session_cookie, path="/", secure=ctx.console.secure,
                        httponly=True, samesite="strict")
     return resp
+
+
+def language(ctx: Ctx) -> Response:
+    """The language switch at the foot of every page (CSRF-checked by the wrapper; the
+    service audits the change as user.language)."""
+    lang = ctx.form.get("language", "")
+    if lang not in LANGUAGES:
+        raise BadInput("language: choose cy (Cymraeg) or en (English)")
+    ctx.services.accounts.set_language(actor=ctx.user.username, username=ctx.user.username,
+                                       language=lang)
+    return RedirectResponse(_safe_next(ctx.form.get("next", "/")), status_code=303)
 
 
 # --- queue -----------------------------------------------------------------------------------
@@ -281,6 +293,7 @@ ROUTES: list[tuple[str, Any, list[str], dict[str, Any]]] = [
     ("/login", login_page, ["GET"], {"login": False}),
     ("/login", login_submit, ["POST"], {"login": False}),
     ("/logout", logout, ["POST"], {}),
+    ("/language", language, ["POST"], {}),
     ("/queue", queue, ["GET"], {"permission": "queue"}),
     ("/queue/rows", queue_rows, ["GET"], {"permission": "queue"}),
     ("/captures/{qid:int}", capture_page, ["GET"], {}),

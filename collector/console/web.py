@@ -29,7 +29,7 @@ from collector.services.roster import RosterService
 from collector.services.technician import TechnicianService
 
 from .auth import Proxies, client_address
-from .i18n import translator
+from .i18n import LANGUAGES, Translate, best_language, lead_namer, translator
 from .labels import show_bidi
 from .security import csrf_ok, origin_ok
 
@@ -91,6 +91,11 @@ class Ctx:
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         return self.console.render(self, template, status, **values)
 
+    @property
+    def tr(self) -> Translate:
+        """The page's translator, for text a view builds (chart labels)."""
+        return translator(self.console.language(self))
+
 
 Handler = Callable[[Ctx], Response]
 
@@ -131,7 +136,18 @@ class Console:
 
     def render(self, ctx: Ctx, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         session = ctx.session
-        lang = getattr(session.user, "language", "en") if session else "en"
+        lang = self.language(ctx)
+        _ = translator(lang)
+        accounts = self.services.accounts
+        wales: list[frozenset[str]] = []
+
+        def lead(site: str | None = None, long: bool = False, role: str | None = None) -> str:
+            """The safeguarding lead's title at a site (DSL, or DSP in Wales), translated."""
+            if not wales:  # one query, and only for pages that name the role
+                wales.append(frozenset(accounts.wales_sites()))
+            return lead_namer(_, wales[0], session.user.sites if session else ())(
+                site, long, role)
+
         notes = self.services.notifications
         # called by base.html only, so fragments (the queue's polled rows) cost nothing
         badge: Callable[[], int] = (lambda: notes.badge(session.user)) if session else (
@@ -142,8 +158,19 @@ class Console:
             notice_badge=badge, sites_without_contacts=no_contacts,
             user=session.user if session else None, csrf=session.csrf if session else "",
             v=self.static_version, path=ctx.request.url.path, lang=lang,
-            _=translator(lang), **values)
+            languages=LANGUAGES, lead=lead, _=_, **values)
         return HTMLResponse(html, status_code=status)
+
+    def language(self, ctx: Ctx) -> str:
+        """The language a page is shown in: the user's own; before log-in, ``?lang=`` or the
+        browser's Accept-Language (Welsh when it prefers cy to en)."""
+        if ctx.session is not None:
+            lang = ctx.session.user.language
+            return lang if lang in LANGUAGES else "en"
+        asked = ctx.request.query_params.get("lang", "")
+        if asked in LANGUAGES:
+            return asked
+        return best_language(ctx.request.headers.get("accept-language", ""))
 
     def set_cookie(self, response: Response, name: str, value: str, max_age: int | None) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure,

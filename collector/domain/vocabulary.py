@@ -13,6 +13,8 @@ __all__ = [
     "CLOSED_STATUSES",
     "FORBIDDEN_AUDIT_DETAIL",
     "ILLEGAL_CATEGORIES",
+    "LANGUAGES",
+    "LEAD_TITLES",
     "OPEN_STATUSES",
     "STATUSES",
     "STATUS_LABELS",
@@ -20,6 +22,8 @@ __all__ = [
     "is_closed",
     "is_illegal",
     "known_categories",
+    "lead_title",
+    "role_label",
 ]
 
 #: Queue item statuses in lifecycle order (see collector/domain/lifecycle.py).
@@ -51,6 +55,39 @@ ACTIONS: dict[str, str] = {
     "warning": "Warning given",
     "further_sanction": "Further sanction",
 }
+
+#: Console languages: code -> the language's own name (as the language switch shows it).
+LANGUAGES: dict[str, str] = {"en": "English", "cy": "Cymraeg"}
+
+#: What a school calls its safeguarding lead: (long, short), by whether the site is in Wales.
+#: England: Keeping Children Safe in Education's Designated Safeguarding Lead. Wales: the
+#: Welsh Government's Keeping Learners Safe (2021, 2022) names the role Designated
+#: Safeguarding Person, "person diogelu dynodedig" (its earlier editions: designated senior
+#: person); both abbreviate to DSP. The console translates these (i18n_cy.toml).
+LEAD_TITLES: dict[bool, tuple[str, str]] = {
+    False: ("Designated Safeguarding Lead (DSL)", "DSL"),
+    True: ("Designated Safeguarding Person (DSP)", "DSP"),
+}
+_ROLE_LABELS: dict[str, tuple[str, str]] = {  # role -> (English site, Welsh site)
+    "dsl": ("DSL", "DSP"),
+    "deputy_dsl": ("Deputy DSL", "Deputy DSP"),
+    "technician": ("Technician", "Technician"),
+    "governor": ("Governor", "Governor"),
+    "trust_admin": ("Trust lead", "Trust lead"),
+    "dpo": ("Data protection officer", "Data protection officer"),
+}
+
+
+def lead_title(wales: bool, *, long: bool = False) -> str:
+    """The safeguarding lead's title at a site (English text; translate it to show it)."""
+    full, short = LEAD_TITLES[bool(wales)]
+    return full if long else short
+
+
+def role_label(role: str, wales: bool) -> str:
+    """A console role as its holder is called at a site ('deputy_dsl' -> 'Deputy DSP')."""
+    pair = _ROLE_LABELS.get(role)
+    return pair[bool(wales)] if pair else role.replace("_", " ").capitalize()
 
 
 def category_label(category: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from collector.domain.vocabulary import LANGUAGES
 from collector.services.audit import AuditLog
 from collector.store.repos.console import ConsoleRepos
 
@@ -108,6 +109,7 @@ class User:
     role: str
     sites: tuple[str, ...]
     second_approver: bool = False   # named four-eyes second person (SECOND_APPROVER_ROLES)
+    language: str = "en"            # the console's language for this account (LANGUAGES)
 
     def can(self, permission: str) -> bool:
         if permission == "approve" and self.second_approver:
@@ -142,7 +144,8 @@ def _user(row: dict[str, Any]) -> User:
     return User(row["username"], row["display_name"], row["email"], row["role"],
                 tuple(str(s) for s in sites),
                 second_approver=bool(row.get("second_approver")) and
-                row["role"] in SECOND_APPROVER_ROLES)
+                row["role"] in SECOND_APPROVER_ROLES,
+                language=str(row.get("language") or "en"))
 
 
 def login_delay_ms(failures: int) -> int:
@@ -173,6 +176,10 @@ class AccountsService:
     def sites_of(self, user: User) -> list[str]:
         """The site ids a user reaches ('*' = every site)."""
         return self.store.site_ids() if user.all_sites else list(user.sites)
+
+    def wales_sites(self) -> list[str]:
+        """The ids of the sites in Wales (their lead is the Designated Safeguarding Person)."""
+        return self.store.wales_site_ids()
 
     def require(self, user: User, permission: str, site_id: str | None = None) -> None:
         """Raise Refused unless the user's role has ``permission`` (and reaches ``site_id``)."""
@@ -333,6 +340,18 @@ class AccountsService:
             self.store.set_second_approver_flag(username, on)
             self.audit.record(actor, "user.second_approver", f"user:{username}", None,
                               now_ms=now, on=on)
+
+    def set_language(self, *, actor: str, username: str, language: str) -> None:
+        """Set the language an account reads the console in ('en' or 'cy'). Audited."""
+        if language not in LANGUAGES:
+            raise AuthError(f"language {language!r} is not one of {', '.join(LANGUAGES)}")
+        now = self._now()
+        with self.store.atomic():
+            if not self.store.set_language(username, language):
+                raise AuthError(f"user {username!r} does not exist or is disabled; "
+                                "see 'vigil-collector user list'")
+            self.audit.record(actor, "user.language", f"user:{username}", None,
+                              now_ms=now, language=language)
 
     def reset_password(self, *, actor: str, username: str, password: str) -> int:
         """Give an enabled account a new password and end its sessions (a lost or leaked

@@ -21,7 +21,7 @@ from typing import Any
 import aiosmtplib
 
 from collector.config import AlertsConfig, SmtpConfig
-from collector.domain.vocabulary import category_label
+from collector.domain.vocabulary import category_label, lead_title
 from collector.store.base import QueueItemRow, SiteRow, Store
 
 __all__ = ["Alerter", "alert_text", "category_label"]
@@ -37,7 +37,8 @@ def alert_text(site: SiteRow, item: QueueItemRow, link: str, escalated: bool) ->
     again = " (not yet acknowledged)" if escalated else ""
     subject = f"{urgent}Vigil safeguarding alert{again}: {label} at {site.name}"
     lines = [
-        "A safeguarding concern needs a Designated Safeguarding Lead's attention.",
+        f"A safeguarding concern needs the attention of the school's "
+        f"{lead_title(site.wales, long=True)}.",
         "",
         f"Site: {site.name}",
         f"Category: {label}",

@@ -39,14 +39,27 @@ class EstateService:
         self.now = clock_ms
 
     # -- sites -------------------------------------------------------------------------------
-    def add_site(self, actor: str, site_id: str, name: str) -> bool:
-        """Create a site (True) or leave an existing one alone (False)."""
+    def add_site(self, actor: str, site_id: str, name: str, *, wales: bool = False) -> bool:
+        """Create a site (True) or leave an existing one alone (False). ``wales``: a Welsh
+        school (its lead is the Designated Safeguarding Person)."""
         if not site_id.strip() or not name.strip():
             raise EstateError("a site needs an id and a name")
         with self.store.transaction():
             created = self.store.ensure_site(site_id, name, self.now())
-            self.store.audit(actor, "site.add", site_id, site_id, {"name": name}, self.now())
+            if created and wales:
+                self.store.set_site_wales(site_id, True)
+            self.store.audit(actor, "site.add", site_id, site_id,
+                             {"name": name, "wales": wales}, self.now())
         return created
+
+    def set_wales(self, actor: str, site_id: str, wales: bool) -> None:
+        """Mark a site a Welsh school or not: the console, exports and emails then name its
+        lead the DSP (Keeping Learners Safe) instead of the DSL. Audited."""
+        self.site(site_id)
+        with self.store.transaction():
+            self.store.set_site_wales(site_id, wales)
+            self.store.audit(actor, "site.wales", site_id, site_id, {"wales": wales},
+                             self.now())
 
     def site(self, site_id: str) -> SiteRow:
         s = self.store.get_site(site_id)

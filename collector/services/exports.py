@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from collector.domain.vocabulary import ACTIONS, STATUS_LABELS, category_label, is_illegal
+from collector.domain.vocabulary import (
+    ACTIONS,
+    STATUS_LABELS,
+    category_label,
+    is_illegal,
+    role_label,
+)
 from collector.services._text import fmt_time, parse_date, show_bidi
 from collector.services.accounts import AccountsService, User
 from collector.services.casework import action_label
@@ -128,9 +134,20 @@ class ExportsService:
     def cpoms_rows(self, user: User, rng: ExportRange) -> list[tuple[str, ...]]:
         """Rows for a CPOMS / MyConcern incident import (one per queue item)."""
         out: list[tuple[str, ...]] = []
-        for r, acts in self._items(user, rng):
+        items = self._items(user, rng)
+        # "Recorded By" names the person with their role as their school says it: a Welsh
+        # school's lead is its DSP, an English school's its DSL
+        roles = {str(a["username"]): str(a["role"]) for a in self.store.account_list()} \
+            if items else {}
+        wales = set(self.store.wales_site_ids()) if items else set()
+        for r, acts in items:
             day, _, time = fmt_time(r["first_time_ms"]).partition(" ")
-            recorder = acts[0]["actor"] if acts else "Vigil"
+            recorder = "Vigil"
+            if acts:
+                who = str(acts[0]["actor"])
+                role = roles.get(who)
+                recorder = (f"{who} ({role_label(role, r['site_id'] in wales)})" if role
+                            else who)
             restricted = is_illegal(r["category"], r["refer_police"])
             out.append((
                 "" if restricted else r["os_user"],

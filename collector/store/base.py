@@ -69,6 +69,7 @@ class SiteRow:
     name: str
     dsl_contacts: list[str]
     webhook_url: str | None
+    wales: bool = False   # a Welsh school: its lead is the Designated Safeguarding Person
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ class DeviceRepository(Protocol):
     def set_site_contacts(
         self, site_id: str, contacts: Sequence[str], webhook_url: str | None
     ) -> None: ...
+    def set_site_wales(self, site_id: str, wales: bool) -> int: ...
     def ensure_group(self, site_id: str, name: str, age_band: str) -> str: ...
     def create_token(self, site_id: str, group_name: str, max_uses: int, expires_at: int,
                      created_by: str, now_ms: int) -> tuple[TokenInfo, str]: ...

@@ -156,6 +156,28 @@ def _casework_keys(db: Database) -> None:
     )
 
 
+@MIGRATIONS(name="0008_user_language")
+def _user_language(db: Database) -> None:
+    # Wales (issue 14): each account reads the console in its own language ('en' or 'cy',
+    # set with `vigil-collector user language` or the switch in the console's footer).
+    db.executescript(
+        """
+        ALTER TABLE users ADD COLUMN language TEXT NOT NULL DEFAULT 'en';
+        """
+    )
+
+
+@MIGRATIONS(name="0009_site_wales")
+def _site_wales(db: Database) -> None:
+    # Wales (issue 14): a Welsh school names its safeguarding lead the Designated
+    # Safeguarding Person (DSP, Keeping Learners Safe) instead of the DSL, in the console,
+    # exports and emails (`vigil-collector site add --wales` / `site wales SITE --on`).
+    db.executescript(
+        """
+        ALTER TABLE sites ADD COLUMN wales INTEGER NOT NULL DEFAULT 0;
+        """
+    )
+
 def migrate(db: Database) -> None:
     """Apply every pending console migration (after the core schema). Safe at every start."""
     MIGRATIONS.apply(db)

@@ -57,3 +57,21 @@ def test_an_unreachable_postgresql_is_one_clear_line(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.startswith("vigil-collector: error: cannot open the store")
     assert "Traceback" not in out.stderr
+
+
+def test_console_accounts_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """`vigil-collector user ...` works on the trust's PostgreSQL store as on SQLite."""
+    d = tmp_path / "data"
+    assert cli("init", "--data-dir", str(d), "--store", pg_url, "--site-id", "north",
+               "--rules", str(TEST_RULES)).returncode == 0
+    common = ("--data-dir", str(d), "--store", pg_url)
+    made = cli("user", "create", "--username", "dsl.north", "--role", "dsl", "--site", "north",
+               "--display-name", "Dee Ess", *common)
+    assert made.returncode == 0, made.stderr
+    listing = cli("user", "list", *common)
+    assert listing.returncode == 0 and "dsl.north" in listing.stdout, listing.stderr
+    store = open_postgres_store(pg_url, d)
+    try:
+        assert any(r["action"].startswith("user.") for r in store.audit_rows())
+    finally:
+        store.close()

@@ -18,8 +18,10 @@ from tests.console.conftest import (  # noqa: F401  (pytest fixtures, imported t
     app,
     backend,
     client_for,
+    console_pg_url,
     csrf_of,
     login,
+    pg_databases,
     world,
 )
 from tests.console.support import Conn, audit_rows, connect, seed_capture, tiny_png
@@ -82,7 +84,11 @@ def test_dsl_of_school_a_cannot_reach_school_b_by_url_guessing(client_for, world
                 "/exports/incident-log.csv?site=south", "/exports/cpoms.csv?site=south",
                 "/reports/weekly?site=south"):
         r = c.get(url)
-        assert SECRET not in r.text and "spupil" not in r.text, url
+        text = r.text
+        if "q=spupil" in url:  # the page shows the DSL's own search back; that is no leak
+            text = text.replace("spupil", "")
+        assert SECRET not in text and "spupil" not in text, url
+        assert not any(f'href="/captures/{q}"' in text for q in south), url
     refused = _refused_for(world, "dsl1")
     assert len(refused) >= top - 1 + 3  # every capture id, the screenshot, both POSTs
     assert {a["target"] for a in refused} >= {f"/captures/{q}" for q in south}

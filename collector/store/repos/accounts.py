@@ -45,6 +45,17 @@ class AccountsRepo:
             "UPDATE users SET password_hash = ? WHERE username = ? AND disabled_at IS NULL",
             (password_hash, username))
 
+    def set_language(self, username: str, language: str) -> int:
+        """Set an enabled account's console language; returns 1, or 0 when there is none."""
+        return self.db.execute(
+            "UPDATE users SET language = ? WHERE username = ? AND disabled_at IS NULL",
+            (language, username))
+
+    def wales_site_ids(self) -> list[str]:
+        """The ids of the Welsh sites (their lead is the DSP), sorted."""
+        return [str(r["id"]) for r in
+                self.db.rows("SELECT id FROM sites WHERE wales = 1 ORDER BY id")]
+
     def site_ids(self) -> list[str]:
         """Every site id, sorted."""
         return [str(r["id"]) for r in self.db.rows("SELECT id FROM sites ORDER BY id")]

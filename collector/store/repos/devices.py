@@ -56,7 +56,13 @@ class DevicesRepo:
         r = self.db.one("SELECT * FROM sites WHERE id = ?", (site_id,))
         if r is None:
             return None
-        return SiteRow(r["id"], r["name"], json.loads(r["dsl_contacts"]), r["webhook_url"])
+        return SiteRow(r["id"], r["name"], json.loads(r["dsl_contacts"]), r["webhook_url"],
+                       wales=bool(r.get("wales")))
+
+    def set_site_wales(self, site_id: str, wales: bool) -> int:
+        """Mark a site Welsh (its lead is the DSP) or not; returns the rows changed."""
+        return self.db.execute("UPDATE sites SET wales = ? WHERE id = ?",
+                               (int(wales), site_id))
 
     def set_site_contacts(self, site_id: str, contacts: Sequence[str],
                           webhook_url: str | None) -> None:
