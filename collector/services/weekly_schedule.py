@@ -5,7 +5,8 @@ Once per site and week, however many collectors share the store: only the leader
 ``weekly`` job sends (``store.is_leader``), and each send first claims its (site, ISO week)
 row, so a leader that changes mid-week, or a restart after the due time, does not send twice.
 A failed send gives its claim back and is retried at the next check; a collector that starts
-after the due time still sends that week's summary. ``vigil-collector report weekly --email``
+within a day after the due time still sends that week's summary (later, it waits for the
+next week). ``vigil-collector report weekly --email``
 (for cron) stays; it does not claim, so use one or the other.
 """
 
@@ -27,7 +28,7 @@ from collector.services.audit import AuditLog
 from collector.services.reports import ReportsService, send_email, weekly_text
 from collector.store.repos.console import ConsoleRepos
 
-__all__ = ["DAYS", "WeeklySchedule", "due_week"]
+__all__ = ["CATCH_UP_MS", "DAYS", "WeeklySchedule", "due_week"]
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,17 @@ def _zone(name: str) -> dt.tzinfo:
         return dt.UTC
 
 
-def due_week(now_ms: int, day: str, hour: int, timezone: str) -> str | None:
+#: How long after the due time a collector that was down (or just installed) still sends that
+#: week's summary. Later than this it waits for next week: a school that installs Vigil on a
+#: Thursday gets its first summary the next Monday, not a surprise one at once.
+CATCH_UP_MS = 24 * 3600 * 1000
+
+
+def due_week(now_ms: int, day: str, hour: int, timezone: str,
+             catch_up_ms: int = CATCH_UP_MS) -> str | None:
     """The ISO week ('2026-W47') whose summary is due at ``now_ms``, or None before this
-    week's due time (``day`` at ``hour`` local time). Raises ValueError for a bad day/hour."""
+    week's due time (``day`` at ``hour`` local time) and more than ``catch_up_ms`` after it.
+    Raises ValueError for a bad day/hour."""
     if day.lower() not in DAYS:
         raise ValueError(f"reports.weekly_day {day!r}: use one of {', '.join(DAYS)} or \"\"")
     if not 0 <= hour <= 23:
@@ -54,7 +63,7 @@ def due_week(now_ms: int, day: str, hour: int, timezone: str) -> str | None:
     monday = (now - dt.timedelta(days=now.weekday())).date()
     due_date = monday + dt.timedelta(days=DAYS.index(day.lower()))
     due = dt.datetime(due_date.year, due_date.month, due_date.day, hour, tzinfo=tz)
-    if now < due:
+    if now < due or now - due > dt.timedelta(milliseconds=catch_up_ms):
         return None
     year, week, _ = due_date.isocalendar()
     return f"{year}-W{week:02d}"

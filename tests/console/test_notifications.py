@@ -80,6 +80,16 @@ def test_reports_keys_are_read_and_documented(tmp_path):
         due_week(0, "someday", 7, "Europe/London")
 
 
+def test_a_collector_started_days_after_the_due_time_waits_for_next_week() -> None:
+    # Monday 30 Nov 2026 07:00 is the due time (ISO week 49)
+    assert due_week(_ms(2026, 11, 30, 6, 59), "monday", 7, "Europe/London") is None
+    assert due_week(_ms(2026, 11, 30, 7, 0), "monday", 7, "Europe/London") == "2026-W49"
+    assert due_week(_ms(2026, 12, 1, 6, 0), "monday", 7, "Europe/London") == "2026-W49"
+    # installed on Thursday: no surprise summary now; the next one is Monday's
+    assert due_week(_ms(2026, 12, 3, 10, 0), "monday", 7, "Europe/London") is None
+    assert due_week(_ms(2026, 12, 7, 7, 30), "monday", 7, "Europe/London") == "2026-W50"
+
+
 def _ms(y: int, m: int, d: int, h: int, minute: int = 0) -> int:
     from zoneinfo import ZoneInfo
 

@@ -40,7 +40,7 @@ _LETTER = re.compile(r"[A-Za-z]")
 
 def template_keys() -> dict[str, str]:
     """Every constant ``_("...")`` key in the templates -> the first template using it."""
-    env = jinja2.Environment()
+    env = jinja2.Environment(autoescape=True)
     keys: dict[str, str] = {}
     for f in sorted(TEMPLATES.glob("*.html")):
         for call in env.parse(f.read_text(encoding="utf-8")).find_all(jinja2.nodes.Call):

@@ -149,7 +149,10 @@ def start_collector(tmp_path: Path, config: dict[str, dict[str, Any]] | None = N
     # the product default (on) with config={"ingest": {"check_rules": True}}.
     cfg: dict[str, dict[str, Any]] = {"server": {"rules_poll_seconds": 0.2},
                                       "retention": {"purge_interval_hours": 24.0},
-                                      "ingest": {"check_rules": False}}
+                                      "ingest": {"check_rules": False},
+                                      # no scheduled weekly e-mail unless a test asks for one
+                                      # (its first send depends on the day of the week)
+                                      "reports": {"weekly_day": ""}}
     for section, table in (config or {}).items():
         cfg.setdefault(section, {}).update(table)
     (data_dir / "collector.toml").write_text(toml_dumps(cfg))
