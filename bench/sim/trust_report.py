@@ -16,6 +16,10 @@ PEAK_RATE = 0.05            # captures/s per device at peak: the scale scan's lo
 RSS_BUDGET_MIB = 2048.0     # per collector process: the 10,000-agent target (2 GB)
 
 
+_PAGE_NAMES = {"queue": "queue (open items)", "queue_all": "all items", "deep": "deep page",
+               "pupil_filter": "one pupil's items (queue filter)", "pupil_page": "pupil page"}
+
+
 def _f(x: float | None, fmt: str = ",.0f") -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -106,8 +110,9 @@ def _missed(r: dict[str, Any]) -> list[str]:
             for k, v in pages.get(be, {}).items():
                 if isinstance(v, dict) and "cold" in v and \
                         v["cold"]["p95_ms"] > TARGETS["page_cold_ms"]:
-                    out.append(f"* **Missed: {k} page ≤ 200 ms cold at {pages['size']:,} "
-                               f"captures on {be}.** Cold p95 {v['cold']['p95_ms']:,.1f} ms "
+                    out.append(f"* **Missed: {_PAGE_NAMES.get(k, k)} ≤ 200 ms cold at "
+                               f"{pages['size']:,} captures on {be}.** Cold p95 "
+                               f"{v['cold']['p95_ms']:,.1f} ms "
                                f"(median {v['cold']['median_ms']:,.1f} ms), `{v['url']}`.")
     return ["", *out] if out else []
 
@@ -241,9 +246,7 @@ def _pages(r: dict[str, Any]) -> list[str]:
            "The app (templates, session) stays warm.", "",
            "| backend | page | URL | warm median / p95 ms | cold median / p95 ms |",
            "|---|---|---|---:|---:|"]
-    names = {"queue": "queue (open items)", "queue_all": "all items",
-             "deep": "deep page", "pupil_filter": "one pupil's items (queue filter)",
-             "pupil_page": "pupil page"}
+    names = _PAGE_NAMES
     for be in ("sqlite", "postgresql"):
         if be not in p:
             continue
