@@ -153,6 +153,12 @@ def _user_approver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _language_code(text: str) -> str:
+    if text not in LANGUAGES:
+        raise argparse.ArgumentTypeError(f"{text!r}: use one of {', '.join(LANGUAGES)}")
+    return text
+
+
 def _user_language(args: argparse.Namespace) -> int:
     with _services(args) as svc:
         svc.accounts.set_language(actor=_actor(), username=args.username,
@@ -275,7 +281,8 @@ def register(subparsers: Any) -> None:
                            "or en (English). The user can also switch it at the foot of every "
                            "console page. Audited.")
     lang.add_argument("username", help="log-in name")
-    lang.add_argument("language", choices=tuple(LANGUAGES), help="cy or en")
+    lang.add_argument("language", type=_language_code, metavar="|".join(LANGUAGES),
+                      help="cy (Cymraeg) or en (English)")
     _common(lang)
     lang.set_defaults(**_handler(_user_language))
 

@@ -194,12 +194,12 @@ def test_typed_concern_reaches_the_dsl_who_works_it_to_closure(
             page.wait_for_selector("dd.match")
             assert page.locator("dd.match").inner_text() == match
             assert WINDOW in page.locator("dd.title").inner_text()
-            page.select_option("#form-action select[name=value]", "refer_head_of_year")
-            page.fill("#form-action textarea[name=note]", "Spoke to pupil with HoY; parents called")
-            page.click("#form-action button[type=submit]")
-            page.wait_for_selector("#done")
-            page.select_option("#form-status select[name=value]", "closed")
-            page.click("#form-status button[type=submit]")
+            # one form: the action, the new status, the reason (severity 5 needs one to close)
+            page.select_option("#form-act select[name=action]", "refer_head_of_year")
+            page.select_option("#form-act select[name=status]", "closed")
+            page.fill("#form-act input[name=reason]", "Referred to head of year; parents called")
+            page.fill("#form-act textarea[name=note]", "Spoke to pupil with HoY")
+            page.click("#form-act button[type=submit]")
             page.wait_for_selector("#done")
             assert page.locator("#status").inner_text() == "Closed"
             ctx.close()
