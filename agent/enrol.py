@@ -12,9 +12,12 @@ Two modes:
   the identity goes into the machine-wide device folder (``agent.paths.machine_device_dir``),
   once; every desktop session's agent then uses it and reports its own user in the
   heartbeat, so a new pupil on the laptop spends no token. The folder and files are written
-  by root and are read-only for everyone else (key mode 0644 on Linux/macOS; see README:
-  the session agents run as the pupil and must read the key to open their mTLS stream, so
-  it is *not* yet protected from local users; that needs a privileged uplink process).
+  by root; the certificate, CA and device.json are readable by every account (mode 0644), the
+  key by root alone (mode 0600, written so from its first byte: there is no moment when a
+  pupil could copy it). The session agents, running as the pupil, therefore cannot open the
+  mTLS stream themselves: they go through the privileged uplink relay (``agent.relay``),
+  which holds the key and names each session's user from the kernel's peer credentials. On
+  Windows the installer sets the key's ACL to SYSTEM and Administrators only.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def make_key_and_csr(hostname: str) -> tuple[bytes, bytes, str]:
 
 #: File modes for the identity: (key, everything else).
 _USER_MODES = (0o600, 0o644)
-_MACHINE_MODES = (0o644, 0o644)
+_MACHINE_MODES = (0o600, 0o644)
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -95,7 +98,8 @@ def enroll(data: DataDir, server: str, token: str, ca_file: Path, collector: str
     """Enrol this device with the collector's enrolment service at *server* (HOST:PORT).
 
     *machine*: write the identity into ``data.identity`` for every session of this device
-    (readable, not writable, by other accounts) instead of privately for this user."""
+    (the key readable by root alone, the rest readable, not writable, by other accounts)
+    instead of privately for this user."""
     if data.shared_identity and not machine:
         raise EnrolError(f"this device is enrolled machine-wide ({data.identity}): its "
                          "sessions need no enrolment of their own; to re-enrol the device, "

@@ -4,20 +4,12 @@ stateless collectors on one store, as in tests/e2e/test_failover.py)."""
 
 from __future__ import annotations
 
-import queue
-import re
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
-from tests.support.collector import RunningCollector
+from tests.support.collector import RunningCollector, serve
 
 __all__ = ["prepare_postgres", "serve_more"]
-
-_LINE = re.compile(r"^(stream|enrol|console): (\S+)$")
-_ROOT = Path(__file__).resolve().parents[2]
 
 
 def prepare_postgres(data_dir: Path, url: str, rules_dir: Path, dsl_email: str) -> int:
@@ -46,36 +38,4 @@ def prepare_postgres(data_dir: Path, url: str, rules_dir: Path, dsl_email: str) 
 def serve_more(data_dir: Path, name: str, timeout: float = 60) -> RunningCollector:
     """Another ``vigil-collector serve`` on ``data_dir`` (same config, PKI and store),
     returned once it prints ``ready``."""
-    log_path = data_dir / f"serve-{name}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve", "--data-dir", str(data_dir),
-             "--listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0",
-             "--console-listen", "127.0.0.1:0", "--no-console"],
-            stdout=subprocess.PIPE, stderr=log, text=True, cwd=_ROOT)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put("")
-
-    threading.Thread(target=pump, daemon=True).start()
-    found: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            proc.kill()
-            proc.wait(10)
-            raise TimeoutError(f"{name} not ready in {timeout} s:\n{log_path.read_text()}"
-                               ) from None
-        if line == "ready":
-            return RunningCollector(data_dir, proc, found["enrol"], found["stream"], None,
-                                    log_path, lines)
-        if line == "" and proc.poll() is not None:
-            raise RuntimeError(f"{name} exited ({proc.returncode}):\n{log_path.read_text()}")
-        if m := _LINE.match(line):
-            found[m.group(1)] = m.group(2)
+    return serve(data_dir, data_dir / f"serve-{name}.log", name=name, timeout=timeout)

@@ -14,6 +14,8 @@
 #   /Library/Application Support/Vigil/sessions/<user>/     (each user's spool, outside $HOME)
 #   /Library/LaunchAgents/org.vigil.agent.plist    (one agent per user GUI session)
 #   /Library/LaunchDaemons/org.vigil.enrol.plist   (retries enrolment until it succeeds)
+#   /Library/LaunchDaemons/org.vigil.uplink.plist  (the uplink relay, root: the device key's only
+#                                                   reader; agents reach it on /var/run/vigil)
 set -euo pipefail
 
 usage() {
@@ -73,6 +75,8 @@ agents="$root/Library/LaunchAgents"
 daemons="$root/Library/LaunchDaemons"
 plist="$agents/org.vigil.agent.plist"
 daemon="$daemons/org.vigil.enrol.plist"
+uplink="$daemons/org.vigil.uplink.plist"
+logs="$root/Library/Logs/Vigil"
 
 echo "==> virtualenv in $app/venv"
 mkdir -p "$app" "$conf" "$agents" "$daemons"
@@ -108,9 +112,11 @@ chmod 0600 "$conf/enrol.toml"
 install -d -m 0755 "$conf/device"
 install -d -m 1733 "$conf/sessions"
 
-echo "==> LaunchAgent $plist, LaunchDaemon $daemon"
+echo "==> LaunchAgent $plist, LaunchDaemons $daemon, $uplink"
 install -m 0644 "$here/org.vigil.agent.plist" "$plist"
 install -m 0644 "$here/org.vigil.enrol.plist" "$daemon"
+install -m 0644 "$here/org.vigil.uplink.plist" "$uplink"
+install -d -m 0755 "$logs"
 if [ "$enrol_now" -eq 1 ]; then
   echo "==> enrolling this device (once, for every user)"
   if "$app/venv/bin/python3" "$app/vigil_session.py" --enrol-device \
@@ -122,10 +128,14 @@ if [ "$enrol_now" -eq 1 ]; then
   fi
 fi
 if [ -z "$root" ]; then
-  chown root:wheel "$plist" "$daemon"
-  plutil -lint "$plist" >/dev/null || die "plutil rejected $plist"
-  plutil -lint "$daemon" >/dev/null || die "plutil rejected $daemon"
+  chown root:wheel "$plist" "$daemon" "$uplink"
+  # The key is root's alone (enrolment writes it 0600; the relay re-checks at every start).
+  chown root:wheel "$conf/device"
+  for f in "$plist" "$daemon" "$uplink"; do
+    plutil -lint "$f" >/dev/null || die "plutil rejected $f"
+  done
   launchctl bootstrap system "$daemon" 2>/dev/null || true
+  launchctl bootstrap system "$uplink" 2>/dev/null || true
   # Start it now in the session of whoever is logged in at the console, if anyone.
   user="$(stat -f %Su /dev/console 2>/dev/null || true)"
   if [ -n "$user" ] && [ "$user" != "root" ] && [ "$user" != "loginwindow" ]; then

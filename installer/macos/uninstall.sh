@@ -20,9 +20,13 @@ done
 
 plist="$root/Library/LaunchAgents/org.vigil.agent.plist"
 daemon="$root/Library/LaunchDaemons/org.vigil.enrol.plist"
+uplink="$root/Library/LaunchDaemons/org.vigil.uplink.plist"
 conf="$root/Library/Application Support/Vigil"
 if [ -z "$root" ] && [ -f "$daemon" ]; then
   launchctl bootout system/org.vigil.enrol 2>/dev/null || true
+fi
+if [ -z "$root" ] && [ -f "$uplink" ]; then
+  launchctl bootout system/org.vigil.uplink 2>/dev/null || true
 fi
 if [ -z "$root" ] && [ -f "$plist" ]; then
   # Stop the agent in every GUI session that has it loaded.
@@ -30,8 +34,8 @@ if [ -z "$root" ] && [ -f "$plist" ]; then
     launchctl bootout "gui/$uid/org.vigil.agent" 2>/dev/null || true
   done
 fi
-rm -f "$plist" "$daemon"
-rm -rf "$root/Library/Vigil"
+rm -f "$plist" "$daemon" "$uplink"
+rm -rf "$root/Library/Vigil" "$root/Library/Logs/Vigil"
 if [ "$keep_config" -eq 0 ]; then
   rm -f "$conf/agent.toml" "$conf/enrol.toml" "$conf/ca.crt"
 fi

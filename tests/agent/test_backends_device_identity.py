@@ -34,7 +34,8 @@ async def test_machine_enrolment_is_shared_and_sessions_keep_their_own_data(
     device = tmp_path / "machine" / "device"
     dev = await asyncio.to_thread(enroll, DataDir(device, device), collector.enroll_address,
                                   "tok-1", ca, collector.address, machine=True)
-    assert _mode(device) == 0o755 and _mode(device / "device.key") == 0o644
+    assert _mode(device) == 0o755 and _mode(device / "device.key") == 0o600
+    assert _mode(device / "device.crt") == 0o644  # the certificate is public; the key is not
     alice = DataDir.resolve(tmp_path / "machine" / "sessions" / "alice", device).ensure()
     bob = DataDir.resolve(tmp_path / "machine" / "sessions" / "bob", device).ensure()
     for session in (alice, bob):

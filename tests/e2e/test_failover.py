@@ -15,14 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import random
-import re
 import signal
 import statistics
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +34,7 @@ from collector.store import open_configured_store
 from collector.store.sqlite import SqliteStore
 from proto import vigil_pb2 as pb
 from tests.support.agent_client import AgentClient, Stream, make_capture
-from tests.support.collector import TEST_RULES, init_data_dir, toml_dumps
+from tests.support.collector import TEST_RULES, RunningCollector, init_data_dir, serve, toml_dumps
 from tests.support.haproxy import HAProxy, HAProxyUnavailable, Stats
 
 if TYPE_CHECKING:
@@ -54,77 +49,13 @@ BATCH = 25           # captures per batch; each agent keeps one batch in flight 
 ROUNDS_BEFORE = 4    # acked batches per agent before the publish and the kill
 ROUNDS_AFTER = 4     # ... and after each agent's stream is back
 WAIT = 90.0          # failure bound of every wait below (each one waits on an event)
-_LINE = re.compile(r"^(stream|enrol): (\S+)$")
 
 
 # -- collector processes ------------------------------------------------------------------
-@dataclass
-class _Collector:
-    name: str
-    proc: subprocess.Popen[str]
-    stream_addr: str
-    enrol_addr: str
-    log_path: Path
-    pump: threading.Thread
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.pump.join(10)  # it has read to the end of the pipe once the process is gone
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def _serve(data_dir: Path, name: str, timeout: float = 60) -> _Collector:
+def _serve(data_dir: Path, name: str, timeout: float = 60) -> RunningCollector:
     """``vigil-collector serve`` on the shared data dir; returns once it prints ``ready``
     (its gRPC health service is SERVING by then)."""
-    log_path = data_dir.parent / f"{name}.log"
-    with open(log_path, "w") as logf:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "serve", "--data-dir", str(data_dir),
-             "--listen", "127.0.0.1:0", "--enroll-listen", "127.0.0.1:0",
-             "--console-listen", "127.0.0.1:0", "--no-console"],
-            stdout=subprocess.PIPE, stderr=logf, text=True, cwd=_ROOT)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line.rstrip("\n"))
-        lines.put("")
-
-    pumping = threading.Thread(target=pump, daemon=True)
-    pumping.start()
-    found: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-        except queue.Empty:
-            proc.kill()
-            proc.wait(10)
-            pumping.join(10)
-            assert proc.stdout is not None
-            proc.stdout.close()
-            raise TimeoutError(f"{name} not ready in {timeout} s:\n{log_path.read_text()}"
-                               ) from None
-        if line == "ready":
-            return _Collector(name, proc, found["stream"], found["enrol"], log_path, pumping)
-        if line == "" and proc.poll() is not None:
-            pumping.join(10)
-            assert proc.stdout is not None
-            proc.stdout.close()
-            raise RuntimeError(f"{name} exited ({proc.returncode}):\n{log_path.read_text()}")
-        if m := _LINE.match(line):
-            found[m.group(1)] = m.group(2)
+    return serve(data_dir, data_dir.parent / f"{name}.log", name=name, timeout=timeout)
 
 
 # -- agents -------------------------------------------------------------------------------
@@ -295,7 +226,7 @@ async def test_kill_one_collector_under_load_nothing_lost_nothing_duplicated(
     # SQLite has only the poll. On PostgreSQL the poll is an hour apart, so a publish that
     # arrives in seconds can only have come through LISTEN/NOTIFY.
     data_dir = _prepare(tmp_path, backend, request, 0.2 if backend == "sqlite" else 3600.0)
-    collectors: list[_Collector] = []
+    collectors: list[RunningCollector] = []
     lb: HAProxy | None = None
     agents: list[_Agent] = []
     tasks: list[asyncio.Task[None]] = []
@@ -402,7 +333,7 @@ async def test_kill_one_collector_under_load_nothing_lost_nothing_duplicated(
             c.stop()
         for c in collectors:
             if c.proc.returncode not in (0, -signal.SIGKILL):
-                print(f"--- {c.name} log ---\n{c.log()}")
+                print(f"--- {c.name} log ---\n{c.log()[-6000:]}")
 
 
 
@@ -412,7 +343,7 @@ async def test_a_revocation_reaches_the_process_that_holds_the_stream(
     """Two collectors on one store, one agent streaming to each; the technician revokes both
     devices in the store; each collector ends the stream it holds, and refuses a reconnect."""
     data_dir = _prepare(tmp_path, backend, request, 0.2)
-    collectors: list[_Collector] = []
+    collectors: list[RunningCollector] = []
     try:
         collectors = [_serve(data_dir, "c1"), _serve(data_dir, "c2")]
         ca = (data_dir / "pki" / "ca.pem").read_bytes()

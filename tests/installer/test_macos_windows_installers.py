@@ -62,14 +62,35 @@ def _plist(path: Path) -> dict[str, Any]:
     return data
 
 
-@pytest.mark.parametrize("name", ["org.vigil.agent.plist", "org.vigil.enrol.plist"])
+PLISTS = ["org.vigil.agent.plist", "org.vigil.enrol.plist", "org.vigil.uplink.plist"]
+
+
+@pytest.mark.parametrize("name", PLISTS)
 def test_launchd_plists_use_only_documented_keys(name: str) -> None:
     plist = _plist(MACOS / name)
     assert set(plist) <= LAUNCHD_KEYS, set(plist) - LAUNCHD_KEYS
     assert plist["Label"] == name.removesuffix(".plist")
     assert plist["ProcessType"] in PROCESS_TYPES
-    assert plist["ProgramArguments"][:2] == ["/Library/Vigil/venv/bin/python3",
-                                             "/Library/Vigil/vigil_session.py"]
+    assert plist["ProgramArguments"][0] == "/Library/Vigil/venv/bin/python3"
+    if name != "org.vigil.uplink.plist":
+        assert plist["ProgramArguments"][1] == "/Library/Vigil/vigil_session.py"
+
+
+def test_uplink_daemon_runs_the_relay_as_root_on_the_agents_socket() -> None:
+    """The relay is a LaunchDaemon (root: no UserName, no GUI session), kept alive, on the
+    socket and device folder the agents use (agent.relay's macOS defaults)."""
+    from agent.paths import machine_device_dir
+
+    plist = _plist(MACOS / "org.vigil.uplink.plist")
+    args = plist["ProgramArguments"]
+    assert args[1:3] == ["-m", "agent.relay"]
+    opts = dict(zip(args[3::2], args[4::2], strict=True))
+    assert opts == {"--device-dir": str(machine_device_dir("darwin", env={})),
+                    "--socket": "/var/run/vigil/uplink.sock"}
+    assert "UserName" not in plist and "LimitLoadToSessionType" not in plist
+    assert plist["RunAtLoad"] is True and plist["KeepAlive"] is True
+    assert plist["ProcessType"] != "Background"  # Background throttles the capture I/O
+    assert plist["StandardErrorPath"].startswith("/Library/Logs/Vigil/")
 
 
 def test_launch_agent_plist_is_a_per_user_keepalive_agent() -> None:
@@ -114,8 +135,7 @@ def test_pppc_profile_payloads_are_apples() -> None:
     rules = by_type["com.apple.servicemanagement"]["Rules"]
     assert {r["RuleType"] for r in rules} <= SERVICEMANAGEMENT_RULE_TYPES
     labels = {r["RuleValue"] for r in rules if r["RuleType"] == "Label"}
-    assert labels == {_plist(MACOS / n)["Label"]
-                      for n in ("org.vigil.agent.plist", "org.vigil.enrol.plist")}
+    assert labels == {_plist(MACOS / n)["Label"] for n in PLISTS}
 
 
 def test_macos_install_writes_the_promised_files(built_wheel: Path, tmp_path: Path) -> None:
@@ -137,8 +157,10 @@ def test_macos_install_writes_the_promised_files(built_wheel: Path, tmp_path: Pa
     assert (conf / "ca.crt").read_bytes() == ca.read_bytes()
     assert (root / "Library" / "Vigil" / "venv" / "bin" / "vigil-agent").exists()
     assert (root / "Library" / "Vigil" / "vigil_session.py").exists()
+    assert (root / "Library" / "Logs" / "Vigil").is_dir()
     for folder, name in (("LaunchAgents", "org.vigil.agent.plist"),
-                         ("LaunchDaemons", "org.vigil.enrol.plist")):
+                         ("LaunchDaemons", "org.vigil.enrol.plist"),
+                         ("LaunchDaemons", "org.vigil.uplink.plist")):
         assert (root / "Library" / folder / name).read_bytes() == (MACOS / name).read_bytes()
 
     proc = run(["bash", str(MACOS / "uninstall.sh"), "--root", str(root), "--purge-user-data"],

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunningCollector", "init_data_dir", "start_collector", "toml_dumps"]
+__all__ = ["RunningCollector", "init_data_dir", "serve", "start_collector", "toml_dumps"]
 
 _LINE = re.compile(r"^(stream|enrol|console): (\S+)$")
 _CLI = [sys.executable, "-m", "collector.cli"]
@@ -85,6 +85,8 @@ class RunningCollector:
     console_url: str | None
     log_path: Path
     _lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    name: str = "collector"
+    pump: threading.Thread | None = None
 
     @property
     def db_path(self) -> Path:
@@ -131,6 +133,8 @@ class RunningCollector:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.pump is not None:
+            self.pump.join(10)  # it has read to the end of the pipe once the process is gone
         if self.proc.stdout:
             self.proc.stdout.close()
         return self.proc.returncode
@@ -156,7 +160,16 @@ def start_collector(tmp_path: Path, config: dict[str, dict[str, Any]] | None = N
     for section, table in (config or {}).items():
         cfg.setdefault(section, {}).update(table)
     (data_dir / "collector.toml").write_text(toml_dumps(cfg))
-    log_path = data_dir / "serve.log"
+    return serve(data_dir, data_dir / "serve.log", console=console, timeout=timeout)
+
+
+def serve(data_dir: Path, log_path: Path, *, console: bool = False, name: str = "collector",
+          timeout: float = 60) -> RunningCollector:
+    """Start ``vigil-collector serve`` on an existing data dir (port 0 for every listener)
+    and return it once it prints ``ready`` (its gRPC health service is SERVING by then).
+    Several may serve one data dir: stateless collectors on one store (tests/e2e/
+    test_failover.py, bench/trust.py). Raises with the log when it exits or times out,
+    having closed its pipe and pump thread."""
     args = [*_CLI, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
             "--enroll-listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"]
     if not console:
@@ -172,22 +185,33 @@ def start_collector(tmp_path: Path, config: dict[str, dict[str, Any]] | None = N
             lines.put(line.rstrip("\n"))
         lines.put("")
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumping = threading.Thread(target=pump, daemon=True)
+    pumping.start()
+
+    def fail(exc: Exception) -> Exception:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        pumping.join(10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        return exc
+
     found: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     while True:
         try:
             line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
         except queue.Empty:
-            proc.kill()
-            raise TimeoutError(f"collector did not start in {timeout}s:\n"
-                               f"{log_path.read_text()}") from None
+            raise fail(TimeoutError(f"{name} did not start in {timeout} s:\n"
+                                    f"{log_path.read_text()}")) from None
         if line == "ready":
-            break
+            return RunningCollector(data_dir, proc, found["enrol"], found["stream"],
+                                    found.get("console"), log_path, lines, name=name,
+                                    pump=pumping)
         if line == "" and proc.poll() is not None:
-            raise RuntimeError(f"collector exited ({proc.returncode}):\n{log_path.read_text()}")
+            raise fail(RuntimeError(f"{name} exited ({proc.returncode}):\n"
+                                    f"{log_path.read_text()}"))
         m = _LINE.match(line)
         if m:
             found[m.group(1)] = m.group(2)
-    return RunningCollector(data_dir, proc, found["enrol"], found["stream"],
-                            found.get("console"), log_path, lines)
