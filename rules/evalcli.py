@@ -225,6 +225,11 @@ def add_calibrate_parser(sub: Any) -> None:
     p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="scorer artefact folder")
     p.add_argument("--target-fp", type=float, default=0.018,
                    help="false-positive budget for rules and scorer together (default 0.018)")
+    p.add_argument("--folds", type=int, default=5,
+                   help="cross-validation folds within dev for choosing the method and the "
+                        "in-sample budget (default 5; 1 = the in-sample greedy fit alone)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the calibration without writing it into the manifest")
     p.set_defaults(func=run_calibrate)
 
 
@@ -233,7 +238,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     dev = load_corpus(args.files, "dev")
     scorer = load_scorer(args.model)
-    cal = calibrate(dev, load_library(args.rules), scorer, args.target_fp)
-    write_thresholds(scorer, cal, args.target_fp)
+    if args.folds < 1:
+        raise SystemExit("vigil-rules calibrate: --folds must be 1 or more")
+    cal = calibrate(dev, load_library(args.rules), scorer, args.target_fp, args.folds)
+    if not args.dry_run:
+        write_thresholds(scorer, cal, args.target_fp)
     print(json.dumps(cal.__dict__, indent=2))
     return 0
