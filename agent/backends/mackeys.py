@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..sources import KeyEvent
-from ..sources.keyboard import translate
-from ..sources.keys import Mods
+from ..sources.keyboard import PynputKeySource
 
 __all__ = ["MacKeySource", "main_thread_listener"]
 
@@ -73,44 +70,12 @@ def _pynput_listener() -> type:
                                 keycode_context)
 
 
-class MacKeySource:
-    """Presses (and modifier state) through pynput's event tap; as
+class MacKeySource(PynputKeySource):
+    """Presses (and modifier state) through pynput's event tap, as
     :class:`agent.sources.keyboard.PynputKeySource`, but with the layout read on the main
-    thread (*listener* is the Listener class to use)."""
+    thread (*listener* returns the Listener class to use)."""
+
+    stopped = "the keyboard event tap stopped"
 
     def __init__(self, listener: Callable[[], type] = _pynput_listener) -> None:
-        self._listener = listener
-        self._held: set[str] = set()
-
-    def _mods(self) -> Mods:
-        h = self._held
-        return Mods(shift="shift" in h, ctrl="ctrl" in h, alt="alt" in h, super="cmd" in h)
-
-    def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event,
-            ready: Callable[[], None] = lambda: None) -> None:
-        def modifier(key: Any) -> str:
-            base = (getattr(key, "name", None) or "").split("_")[0]
-            return base if base in ("shift", "ctrl", "alt", "cmd") else ""
-
-        def on_press(key: Any) -> None:
-            if m := modifier(key):
-                self._held.add(m)
-            ev = translate(key, self._mods())
-            if ev is not None:
-                on_key(ev)
-
-        def on_release(key: Any) -> None:
-            if m := modifier(key):
-                self._held.discard(m)
-
-        listener = self._listener()(on_press=on_press, on_release=on_release)
-        listener.start()
-        listener.wait()
-        ready()
-        try:
-            while not stop.wait(1.0):
-                if not listener.is_alive():
-                    raise RuntimeError("the keyboard event tap stopped")
-        finally:
-            listener.stop()
-            listener.join(timeout=5)
+        super().__init__(listener)

@@ -35,10 +35,23 @@ def translate(key: Any, mods: Mods = _NO_MODS) -> KeyEvent | None:
     return key_event(name, char, mods)
 
 
-class PynputKeySource:
-    """Presses (and the modifier state, from presses and releases) through pynput."""
+def _pynput_listener() -> type:
+    from pynput import keyboard
 
-    def __init__(self) -> None:
+    return keyboard.Listener  # type: ignore[no-any-return]
+
+
+class PynputKeySource:
+    """Presses (and the modifier state, from presses and releases) through pynput.
+
+    *listener* returns the Listener class to use: pynput's own by default; on macOS
+    :class:`agent.backends.mackeys.MacKeySource` passes one that reads the keyboard layout
+    on the main thread. *stopped* is the error raised when the listener thread dies."""
+
+    stopped = "the keyboard hook stopped (removed by the OS?)"
+
+    def __init__(self, listener: Callable[[], type] = _pynput_listener) -> None:
+        self._listener = listener
         self._held: set[str] = set()
 
     def _mods(self) -> Mods:
@@ -47,8 +60,6 @@ class PynputKeySource:
 
     def run(self, on_key: Callable[[KeyEvent], None], stop: threading.Event,
             ready: Callable[[], None] = lambda: None) -> None:
-        from pynput import keyboard
-
         def modifier(key: Any) -> str:
             name = getattr(key, "name", None) or ""
             base = name.split("_")[0]
@@ -65,14 +76,14 @@ class PynputKeySource:
             if m := modifier(key):
                 self._held.discard(m)
 
-        listener = keyboard.Listener(on_press=on_press, on_release=on_release)
+        listener = self._listener()(on_press=on_press, on_release=on_release)
         listener.start()
         listener.wait()
         ready()
         try:
             while not stop.wait(1.0):
                 if not listener.is_alive():
-                    raise RuntimeError("the keyboard hook stopped (removed by the OS?)")
+                    raise RuntimeError(self.stopped)
         finally:
             listener.stop()
             listener.join(timeout=5)
