@@ -33,7 +33,7 @@ from collector.enrol import EnrollmentService, TokenBucket
 from collector.fanout import Hub
 from collector.services import retention
 from collector.services.alerts import Alerter
-from collector.services.rules import public_key_path
+from collector.services.rules import RulesFeed, public_key_path
 from collector.store import open_configured_store
 from collector.store.base import RuleVersion, Store
 from collector.store.ingest import Writer
@@ -108,6 +108,7 @@ class CollectorServer:
                 raise ServerError(f"{p} is missing; run `vigil-collector init --data-dir "
                                   f"{cfg.data_dir}` first")
         self.store: Store = open_configured_store(cfg)  # migrates (PostgreSQL: advisory lock)
+        self.feed = RulesFeed(self.store)
         # SQLite: the writer gets its own connection to the WAL file. PostgreSQL: the store
         # is a thread-safe pool, so the writer's thread borrows from the same one.
         self.wstore: Store = self.store if self.store.backend == "postgresql" else \
@@ -123,7 +124,7 @@ class CollectorServer:
         self.writer = Writer(self.wstore, policy, i.batch_max, i.queue_max, i.backoff_ms,
                              on_items=self.alerter.on_items, clock=self.clock)
         self.hub = Hub()
-        self.hub.active = await self.run(self.store.active_rule_version)
+        self.hub.active = await self.run(self.feed.active)
         self.catalogue = RuleCatalogue()
         # rules version 0: the library an agent ships with, used until its first bundle
         self.catalogue.add_rules(rule_to_dict(r) for r in load_library(DEFAULT_LIBRARY).rules)
@@ -188,9 +189,9 @@ class CollectorServer:
         self._tasks.append(asyncio.create_task(self.writer.run(), name="writer"))
         wake = await self._listen_for_publishes()
         self._tasks.append(asyncio.create_task(self.hub.watch(
-            lambda: self.run(self.store.active_rule_version_number),
+            lambda: self.run(self.feed.active_number),
             self._active_version, cfg.server.rules_poll_seconds,
-            lambda since: self.run(self.store.revoked_since, since), self.clock, wake),
+            lambda since: self.run(self.feed.revoked_since, since), self.clock, wake),
             name="fanout"))
         self._tasks.append(asyncio.create_task(self.alerter.run_escalations(), name="alerts"))
         if self.scheduled_purge:
@@ -247,20 +248,17 @@ class CollectorServer:
 
     async def _learn_versions(self) -> None:
         """Add every published version not yet in the catalogue (bundles are immutable)."""
-        for rv in await self.run(self.store.list_rule_versions):
-            if rv.version not in self.catalogue.versions:
-                full = await self.run(self.store.get_rule_version, rv.version)
-                if full is not None:
-                    try:
-                        self.catalogue.add_bundle(full.version, full.bundle)
-                    except (ValueError, KeyError, TypeError) as exc:
-                        log.error("rules version %d in the store is unreadable (%s); "
-                                  "captures made with it will be refused", rv.version, exc)
+        for full in await self.run(self.feed.unlearnt, self.catalogue.versions):
+            try:
+                self.catalogue.add_bundle(full.version, full.bundle)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("rules version %d in the store is unreadable (%s); "
+                          "captures made with it will be refused", full.version, exc)
 
     async def _active_version(self) -> RuleVersion | None:
         """For the fan-out poll: a new active version is learnt before it is pushed."""
         await self._learn_versions()
-        rv: RuleVersion | None = await self.run(self.store.active_rule_version)
+        rv: RuleVersion | None = await self.run(self.feed.active)
         return rv
 
     def public_url(self) -> str:

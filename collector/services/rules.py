@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,7 @@ __all__ = [
     "ModelChoice",
     "Published",
     "RulesAdminError",
+    "RulesFeed",
     "ensure_signing_key",
     "public_key_path",
     "publish",
@@ -186,3 +188,35 @@ def versions(store: Store, actor: str, now_ms: int) -> list[RuleVersion]:
 
 def has_published(store: Store) -> bool:
     return store.active_rule_version_number() > 0
+
+
+class RulesFeed:
+    """What the running server reads to push rules and to close revoked streams: the active
+    version (its number cheaply, for the poll), the bundles it has not learnt yet, and the
+    devices revoked since a moment. Read-only; publishing is :func:`publish`/:func:`rollback`.
+    The gRPC adapter (collector.server) reads the store through this, not directly."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def active(self) -> RuleVersion | None:
+        return self._store.active_rule_version()
+
+    def active_number(self) -> int:
+        """0 when nothing is published."""
+        return self._store.active_rule_version_number()
+
+    def unlearnt(self, known: Container[int]) -> list[RuleVersion]:
+        """Every published version not in *known*, with its bundle (bundles are immutable,
+        so a version once learnt never needs reading again)."""
+        out = []
+        for rv in self._store.list_rule_versions():
+            if rv.version not in known:
+                full = self._store.get_rule_version(rv.version)
+                if full is not None:
+                    out.append(full)
+        return out
+
+    def revoked_since(self, since_ms: int) -> list[str]:
+        """Device ids revoked at or after *since_ms*."""
+        return self._store.revoked_since(since_ms)
