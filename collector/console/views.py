@@ -270,9 +270,9 @@ def incident_html(ctx: Ctx) -> Response:
 
 def weekly(ctx: Ctx) -> Response:
     reports = ctx.services.reports
-    site = reports.weekly_site(ctx.user, ctx.request.query_params.get("site", ""))
-    summary = reports.weekly_summary(site)
-    ctx.audit("report.weekly", "", site)
+    summary = reports.weekly_for(ctx.user, ctx.request.query_params.get("site", ""))
+    site = summary.site_id
+    ctx.audit("report.weekly", "", site, exact=summary.exact)
     return ctx.render("weekly.html", s=summary, sites=ctx.services.accounts.sites_of(ctx.user))
 
 

@@ -25,12 +25,12 @@ from collector.domain.vocabulary import (
     known_categories,
 )
 from collector.services._text import fmt_time, show_bidi
-from collector.services.accounts import AccountsService, BadInput, Refused, User
+from collector.services.accounts import CONTENT_ROLES, AccountsService, BadInput, Refused, User
 from collector.services.audit import AuditLog
 from collector.store.repos.console import ConsoleRepos
 
 __all__ = ["MIN_SHOWN", "SILENT_MS", "AnnualReport", "Cell", "ReportsService", "WeeklySummary",
-           "send_email", "suppress", "suppress_grid", "weekly_text"]
+           "send_email", "suppress", "suppress_grid", "weekly_text", "withheld"]
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 SILENT_MS = 3 * 24 * 3600 * 1000
@@ -48,13 +48,15 @@ class WeeklySummary:
     site_name: str
     start: str
     end: str
-    by_category: list[tuple[str, int]] = field(default_factory=list)
-    by_severity: list[tuple[int, int]] = field(default_factory=list)
-    by_status: list[tuple[str, int]] = field(default_factory=list)
-    new_items: int = 0
-    open_items: int = 0
-    pinned_open: int = 0
+    by_category: list[tuple[str, Cell]] = field(default_factory=list)
+    by_severity: list[tuple[int, Cell]] = field(default_factory=list)
+    by_status: list[tuple[str, Cell]] = field(default_factory=list)
+    new_items: Cell = 0
+    open_items: Cell = 0
+    pinned_open: Cell = 0
     silent_devices: list[dict[str, Any]] = field(default_factory=list)
+    #: False: small counts are withheld (None), as on the trust and governors' pages
+    exact: bool = True
 
 
 @dataclass
@@ -150,6 +152,22 @@ def _full(pairs: Sequence[tuple[Any, int]], rows: Sequence[Any]) -> list[tuple[A
     return [(r, int(got.pop(r, 0))) for r in rows] + sorted(got.items(), key=lambda p: str(p[0]))
 
 
+def withheld(s: WeeklySummary) -> WeeklySummary:
+    """*s* with the small-number rule applied: each table by :func:`suppress` (it adds up
+    to the new items), the new-items total too when it is small, and the open counts."""
+    def ints(pairs: Sequence[tuple[Any, Cell]]) -> list[tuple[Any, int]]:
+        return [(k, int(v or 0)) for k, v in pairs]
+
+    return WeeklySummary(
+        s.site_id, s.site_name, s.start, s.end,
+        by_category=_suppressed_pairs(ints(s.by_category)),
+        by_severity=_suppressed_pairs(ints(s.by_severity)),
+        by_status=_suppressed_pairs(ints(s.by_status)),
+        new_items=_small(int(s.new_items or 0)), open_items=_small(int(s.open_items or 0)),
+        pinned_open=_small(int(s.pinned_open or 0)), silent_devices=s.silent_devices,
+        exact=False)
+
+
 def _small(n: int) -> Cell:
     return None if 0 < n < MIN_SHOWN else n
 
@@ -220,8 +238,12 @@ class ReportsService:
         return chosen
 
     def weekly_for(self, user: User, site: str) -> WeeklySummary:
-        """The weekly summary of one of the user's sites."""
-        return self.weekly_summary(self.weekly_site(user, site))
+        """The weekly summary of one of the user's sites, as this user may see it: exact
+        for the school's DSL and deputies; with small counts withheld for everyone else who
+        may read it (a trust lead, the DPO), as on the trust dashboard, so that the weekly
+        page does not give away what the dashboards withhold."""
+        summary = self.weekly_summary(self.weekly_site(user, site))
+        return summary if user.role in CONTENT_ROLES else withheld(summary)
 
     def weekly_summary(self, site_id: str) -> WeeklySummary:
         """Counts of the last 7 days of one site (for a DSL, or the CLI and schedule)."""
@@ -232,13 +254,14 @@ class ReportsService:
             raise BadInput(f"site {site_id!r} does not exist")
         s = WeeklySummary(site_id, str(profile["name"]), fmt_time(start), fmt_time(now))
         sites = [site_id]
-        s.by_category = [(category_label(v), n)
-                         for v, n in self.store.items_by("category", sites, start, now)]
+        by_category = [(category_label(v), int(n))
+                       for v, n in self.store.items_by("category", sites, start, now)]
+        s.by_category = list(by_category)
         s.by_severity = sorted(self.store.items_by("severity", sites, start, now),
                                key=lambda p: -int(p[0]))
         s.by_status = [(STATUS_LABELS.get(v, v), n)
                        for v, n in self.store.items_by("status", sites, start, now)]
-        s.new_items = sum(n for _, n in s.by_category)
+        s.new_items = sum(n for _, n in by_category)
         s.open_items, s.pinned_open = self.store.open_items(site_id)
         for r in self.store.silent_devices(site_id, now - SILENT_MS):
             s.silent_devices.append({"hostname": r["hostname"], "room": r["room"] or "",

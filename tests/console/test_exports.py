@@ -115,6 +115,33 @@ def test_weekly_summary(client_for, world):
     assert client_for("gov1").get("/reports/weekly").status_code == 403
 
 
+def test_weekly_summary_withholds_small_counts_from_a_trust_lead(client_for, world):
+    """The trust dashboard withholds counts of 1 and 2; the weekly page of the same school
+    must not give them away. Its DSL still sees exact counts."""
+    now = int(world.clock.now * 1000)
+    with connect(world.db) as conn:
+        for k in range(4):  # 4 bullying, 1 suicide this week: 5 new, 5 open
+            seed_capture(conn, site_id="north", device_id=world.devices["it1"], severity=3,
+                         category="bullying", time_ms=now - (k + 1) * 3600_000)
+        seed_capture(conn, site_id="north", device_id=world.devices["it1"], severity=5,
+                     category="suicide", time_ms=now - 86400_000)
+    exact = client_for("dsl1").get("/reports/weekly?site=north").text
+    assert 'id="new-items">5<' in exact and 'id="weekly-withheld"' not in exact
+    lead = client_for("trust1").get("/reports/weekly?site=north")
+    assert lead.status_code == 200
+    html = lead.text
+    assert 'id="weekly-withheld"' in html
+    table = html[html.index('id="by-category"'):html.index('id="by-severity"')]
+    # suicide's 1 is withheld, and so is bullying's 4: shown, it would give the 1 away
+    # from the new-items total
+    assert "withheld" in table and ">4<" not in table and ">1<" not in table
+    assert 'id="new-items">5<' in html  # 5 is not a small number
+    sev = html[html.index('id="by-severity"'):html.index('id="silent"')]
+    assert ">1<" not in sev
+    rows = audit_rows(world.db, "report.weekly")
+    assert [r["site_id"] for r in rows][-2:] == ["north", "north"]  # both views audited
+
+
 def test_annual_report_is_anonymous(client_for, world):
     with connect(world.db) as conn:
         for month in range(3):
