@@ -202,7 +202,8 @@ def write_thresholds(scorer: Scorer, cal: Calibration, target_fp: float) -> None
     man["thresholds"] = {"default": {g: top for g in GROUPS},
                          **{c: {g: v for g in GROUPS} for c, v in cal.thresholds.items()}}
     man["calibration"] = {**asdict(cal), "target_fp": target_fp, "split": "dev",
-                          "how": f"{cal.method} thresholds on a grid from 0.9999 to 0.30, rules OR scorer; "
+                          "how": f"{cal.method} thresholds on a grid from 0.9999 to 0.30, "
+                                 "rules OR scorer; "
                                  f"method and in-sample budget chosen by {cal.folds}-fold "
                                  "cross-validation within dev for a held-out false-positive "
                                  "rate within target_fp"}

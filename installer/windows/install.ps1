@@ -11,13 +11,19 @@
       %ProgramFiles%\Vigil\vigil_session.py  runs the agent in each session; enrols the device
       %ProgramData%\Vigil\agent.toml, ca.crt collector address and CA (users: read)
       %ProgramData%\Vigil\enrol.toml         the enrolment token (SYSTEM and Administrators only)
-      %ProgramData%\Vigil\device             the device identity, enrolled ONCE, here, at install
+      %ProgramData%\Vigil\device             the device identity, enrolled ONCE, here, at install;
+                                             device.key: SYSTEM and Administrators only (the
+                                             uplink relay is its one reader); the certificate,
+                                             CA and device.json: users may read
       %ProgramData%\Vigil\sessions\<user>    each user's spool and state (outside the profile, so
                                              Shared PC profile deletion loses nothing)
       Task Scheduler \Vigil\Vigil Agent      at every logon, in that user's session (keyboard and
                                              window hooks do not work from a session-0 service)
       Task Scheduler \Vigil\Vigil Enrol      as SYSTEM, at startup and every 15 minutes, until the
                                              device is enrolled (an offline install catches up)
+      Task Scheduler \Vigil\Vigil Uplink     as SYSTEM, at startup: python -m agent.relay holds the
+                                             device key and relays every session's stream over
+                                             the named pipe \\.\pipe\vigil-uplink
 
     Needs Python 3.11+ installed for all users first (see README.md), and an elevated prompt.
     Intune runs Win32 app installs in 32-bit PowerShell; the script relaunches itself in the
@@ -74,6 +80,19 @@ function Stop-WithError([string]$Message) {
 function Invoke-Checked([string]$Exe, [string[]]$Arguments) {
     & $Exe @Arguments
     if ($LASTEXITCODE -ne 0) { Stop-WithError "'$Exe $($Arguments -join ' ')' failed with exit $LASTEXITCODE" }
+}
+
+# The device key: SYSTEM and Administrators only, inheritance removed (the uplink relay, running
+# as SYSTEM, is its one reader; agent.relay checks this again when it starts). The public parts
+# of the identity: Users may read them (the device folder gives files no inherited Users access).
+function Protect-DeviceIdentity([string]$DeviceDir) {
+    $deviceKey = Join-Path $DeviceDir "device.key"
+    if (-not (Test-Path -LiteralPath $deviceKey)) { return }
+    Invoke-Checked "icacls.exe" @($deviceKey, "/inheritance:r", "/grant:r", "*S-1-5-18:F", "*S-1-5-32-544:F")
+    foreach ($name in @("device.json", "device.crt", "ca.crt", "rules.pub")) {
+        $public = Join-Path $DeviceDir $name
+        if (Test-Path -LiteralPath $public) { Invoke-Checked "icacls.exe" @($public, "/grant", "*S-1-5-32-545:R") }
+    }
 }
 
 # --- checks -------------------------------------------------------------------------------
@@ -157,6 +176,12 @@ $deviceDir = Join-Path $ConfigDir "device"
 $sessionsDir = Join-Path $ConfigDir "sessions"
 New-Item -ItemType Directory -Force -Path $deviceDir | Out-Null
 New-Item -ItemType Directory -Force -Path $sessionsDir | Out-Null
+# device: SYSTEM and Administrators full control, inherited by every file enrolment writes;
+# Users may list and traverse this folder only (RX without (OI)(CI)), so no file written here
+# later, device.key least of all, is readable by Users until it is granted one by one
+# (Protect-DeviceIdentity below, or the uplink relay when the enrol task enrols later).
+Invoke-Checked "icacls.exe" @($deviceDir, "/inheritance:r", "/grant:r",
+    "*S-1-5-18:(OI)(CI)F", "*S-1-5-32-544:(OI)(CI)F", "*S-1-5-32-545:RX")
 # sessions: a user may create their own folder (AD = add subdirectory, X = traverse, on this
 # folder only) but not list or open the others; CREATOR OWNER (S-1-3-0) gets full control
 # of the folder it creates.
@@ -171,6 +196,8 @@ if (-not $NoEnrol) {
         Write-Warning "enrolment failed (collector unreachable?): the \Vigil\Vigil Enrol task retries every 15 minutes; agents keep captures in their spool until then"
     }
 }
+# Also on a re-install over an enrolled device (its key may predate the relay).
+Protect-DeviceIdentity $deviceDir
 
 # --- logon task ---------------------------------------------------------------------------
 Write-Host "==> scheduled task \Vigil\Vigil Agent (at logon, every user, in their session)"
@@ -201,6 +228,26 @@ $enrolSettings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStop
 Register-ScheduledTask -TaskName "Vigil Enrol" -TaskPath "\Vigil\" -Action $enrolAction -Trigger $enrolTriggers `
     -Principal $enrolPrincipal -Settings $enrolSettings -Force `
     -Description "Vigil: enrols this device with the collector once; does nothing once enrolled." | Out-Null
+
+Write-Host "==> scheduled task \Vigil\Vigil Uplink (as SYSTEM, at startup: the only reader of the device key)"
+# UNTESTED ON WINDOWS like the rest; agent.relay refuses to start unless it runs as SYSTEM.
+$relayArgs = "-m agent.relay --device-dir `"$deviceDir`""
+$relayAction = New-ScheduledTaskAction -Execute $venvPython -Argument $relayArgs -WorkingDirectory $InstallDir
+# At startup, and every 5 minutes with IgnoreNew: a relay that died is started again (the
+# restart settings cover a failed start; a second copy would find the pipe taken and exit).
+$relayTriggers = @(
+    (New-ScheduledTaskTrigger -AtStartup),
+    (New-ScheduledTaskTrigger -Once -At (Get-Date) -RepetitionInterval (New-TimeSpan -Minutes 5))
+)
+$relayPrincipal = New-ScheduledTaskPrincipal -UserId "SYSTEM" -LogonType ServiceAccount -RunLevel Highest
+# No time limit (it runs for as long as the machine does); priority 5 (normal), like the agent.
+$relaySettings = New-ScheduledTaskSettingsSet -AllowStartIfOnBatteries -DontStopIfGoingOnBatteries `
+    -ExecutionTimeLimit ([TimeSpan]::Zero) -MultipleInstances IgnoreNew -StartWhenAvailable `
+    -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1) -Priority 5
+Register-ScheduledTask -TaskName "Vigil Uplink" -TaskPath "\Vigil\" -Action $relayAction -Trigger $relayTriggers `
+    -Principal $relayPrincipal -Settings $relaySettings -Force `
+    -Description "Vigil uplink relay: holds this device's key and relays each session's captures to the collector, named by the session's Windows account." | Out-Null
+Start-ScheduledTask -TaskPath "\Vigil\" -TaskName "Vigil Uplink"
 
 Write-Host "installed: the agent starts at each user's next logon."
 Write-Host "check a session with: `"$InstallDir\venv\Scripts\vigil-agent.exe`" install-check"

@@ -5,7 +5,8 @@
 .DESCRIPTION
     UNTESTED ON A REAL WINDOWS MACHINE (see installer/windows/README.md).
 
-    Stops and removes the \Vigil\Vigil Agent and \Vigil\Vigil Enrol scheduled tasks, deletes
+    Stops and removes the \Vigil\Vigil Agent, \Vigil\Vigil Enrol and \Vigil\Vigil Uplink (the
+    SYSTEM uplink relay that holds the device key) scheduled tasks, deletes
     %ProgramFiles%\Vigil and (unless -KeepConfig) the configuration in %ProgramData%\Vigil. The
     device identity (%ProgramData%\Vigil\device) and the sessions' unsent captures
     (%ProgramData%\Vigil\sessions) are kept unless -PurgeUserData, which also deletes any
@@ -45,7 +46,7 @@ if (-not $principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administra
     exit 2
 }
 
-foreach ($taskName in @("Vigil Agent", "Vigil Enrol")) {
+foreach ($taskName in @("Vigil Agent", "Vigil Enrol", "Vigil Uplink")) {
     $task = Get-ScheduledTask -TaskPath "\Vigil\" -TaskName $taskName -ErrorAction SilentlyContinue
     if ($task) {
         Stop-ScheduledTask -TaskPath "\Vigil\" -TaskName $taskName -ErrorAction SilentlyContinue
@@ -53,7 +54,8 @@ foreach ($taskName in @("Vigil Agent", "Vigil Enrol")) {
         Write-Host "removed scheduled task \Vigil\$taskName"
     }
 }
-# Agents started by the task run as pythonw.exe from our venv: stop only those.
+# Agents started by the task run as pythonw.exe from our venv, the uplink relay as python.exe:
+# stop only those.
 $venvDir = Join-Path $InstallDir "venv"
 Get-CimInstance Win32_Process -Filter "Name = 'pythonw.exe' OR Name = 'python.exe'" |
     Where-Object { $_.ExecutablePath -and $_.ExecutablePath.StartsWith($venvDir, [StringComparison]::OrdinalIgnoreCase) } |

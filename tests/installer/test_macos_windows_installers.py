@@ -241,3 +241,31 @@ def test_windows_install_pins_what_a_school_laptop_needs() -> None:
     assert '"*S-1-5-32-545:(AD,X)"' in install and '"*S-1-3-0:(OI)(CI)(IO)F"' in install
     uninstall = (WINDOWS / "uninstall.ps1").read_text()
     assert '"Vigil Enrol"' in uninstall and "sessions" in uninstall
+
+
+def test_windows_install_runs_the_uplink_relay_as_system_and_locks_the_key() -> None:
+    install = (WINDOWS / "install.ps1").read_text()
+    relay = install[install.index("$relayArgs ="):install.index('-TaskName "Vigil Uplink"')]
+    assert '"-m agent.relay --device-dir' in relay
+    assert '$relayPrincipal = New-ScheduledTaskPrincipal -UserId "SYSTEM" -LogonType ' \
+        'ServiceAccount -RunLevel Highest' in relay
+    assert "New-ScheduledTaskTrigger -AtStartup" in relay
+    assert "-ExecutionTimeLimit ([TimeSpan]::Zero)" in relay and "-Priority 5" in relay
+    assert "-RestartCount" in relay and "-RestartInterval" in relay
+    assert "-MultipleInstances IgnoreNew" in relay  # one relay: it owns the pipe
+    assert 'Register-ScheduledTask -TaskName "Vigil Uplink" -TaskPath "\\Vigil\\"' in install
+    # the key: SYSTEM and Administrators only, inheritance removed
+    key_acl = next(line for line in install.splitlines()
+                   if "icacls" in line and "$deviceKey" in line)
+    assert '"/inheritance:r", "/grant:r", "*S-1-5-18:F", "*S-1-5-32-544:F"' in key_acl
+    assert "S-1-5-32-545" not in key_acl
+    # the folder: Users list it but inherit nothing; the public parts are granted one by one
+    folder_acl = install[install.index('@($deviceDir, "/inheritance:r"'):]
+    folder_acl = folder_acl[:folder_acl.index('")') + 2]  # to the end of the argument list
+    assert folder_acl.endswith('"*S-1-5-32-545:RX")')  # RX, this folder only: no (OI)(CI)
+    assert '"*S-1-5-18:(OI)(CI)F"' in folder_acl
+    assert '@($public, "/grant", "*S-1-5-32-545:R")' in install
+    assert install.index("Protect-DeviceIdentity $deviceDir") > install.index("--enrol-device")
+    uninstall = (WINDOWS / "uninstall.ps1").read_text()
+    assert '"Vigil Uplink"' in uninstall
+
