@@ -127,20 +127,33 @@ class FrameWriter(Protocol):
 Connector = Callable[[], Awaitable[tuple[FrameReader, FrameWriter]]]
 
 
-def peer_credentials(sock: socket.socket) -> Peer:
+#: Darwin's <sys/un.h> and <sys/ucred.h>: SOL_LOCAL, LOCAL_PEERCRED, LOCAL_PEERPID, and
+#: struct xucred {u_int cr_version; uid_t cr_uid; short cr_ngroups; gid_t cr_groups[16]}
+#: (cr_version must be XUCRED_VERSION, 0).
+SOL_LOCAL, LOCAL_PEERCRED, LOCAL_PEERPID, XUCRED_VERSION = 0, 0x001, 0x002, 0
+_XUCRED = struct.Struct("IIh2x16I")
+
+
+def peer_credentials(sock: socket.socket, platform: str = sys.platform) -> Peer:
     """The connected peer's pid/uid/gid (Linux ``SO_PEERCRED``; macOS ``LOCAL_PEERCRED``
-    and ``LOCAL_PEERPID``) and its account name."""
+    and ``LOCAL_PEERPID``) and its account name. Raises PermissionError when the kernel's
+    answer is not one this code can read (the connection is then refused, never served
+    under a guessed identity)."""
     import pwd
 
-    if sys.platform.startswith("linux"):
+    if platform.startswith("linux"):
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         pid, uid, gid = struct.unpack("3i", raw)
-    else:  # Darwin / BSD: struct xucred {u_int cr_version; uid_t cr_uid; short cr_ngroups;
-        # gid_t cr_groups[16]}; SOL_LOCAL = 0, LOCAL_PEERCRED = 1, LOCAL_PEERPID = 2
-        raw = sock.getsockopt(0, 1, struct.calcsize("IIh2x16I"))
-        _, uid, _n, *groups = struct.unpack("IIh2x16I", raw)
-        gid = groups[0]
-        pid = struct.unpack("i", sock.getsockopt(0, 2, 4))[0]
+    else:  # Darwin
+        raw = sock.getsockopt(SOL_LOCAL, LOCAL_PEERCRED, _XUCRED.size)
+        if len(raw) != _XUCRED.size:
+            raise PermissionError(f"LOCAL_PEERCRED gave {len(raw)} bytes, not an xucred")
+        version, uid, ngroups, *groups = _XUCRED.unpack(raw)
+        if version != XUCRED_VERSION or not 0 < ngroups <= len(groups):
+            raise PermissionError(f"LOCAL_PEERCRED: unknown xucred (version {version}, "
+                                  f"{ngroups} groups)")
+        gid = groups[0]  # cr_groups[0] is the effective group
+        pid = struct.unpack("i", sock.getsockopt(SOL_LOCAL, LOCAL_PEERPID, 4))[0]
     try:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:
