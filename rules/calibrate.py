@@ -139,7 +139,7 @@ def _folds(samples: Sequence[Sample], k: int) -> list[int]:
 
 
 def calibrate(samples: Sequence[Sample], ruleset: RuleSet, scorer: Scorer,
-              target_fp: float = 0.018, folds: int = 5) -> Calibration:
+              target_fp: float = 0.03, folds: int = 5) -> Calibration:
     """Thresholds for rules OR scorer on *samples* (the dev split).
 
     Chosen by cross-validation within the split, so that the false-positive rate they are
