@@ -103,10 +103,12 @@ def prototypes() -> dict[str, dict[str, tuple[Any, list[Any]]]]:
     }
 
 
-def bind(load: Callable[[str], Any]) -> dict[str, Any]:
-    """Load each DLL with *load* and declare every function's prototype on it."""
+def bind(load: Callable[[str], Any],
+         table: dict[str, dict[str, tuple[Any, list[Any]]]] | None = None) -> dict[str, Any]:
+    """Load each DLL of *table* (default: this module's :func:`prototypes`) with *load* and
+    declare every function's prototype on it."""
     libs = {}
-    for dll, funcs in prototypes().items():
+    for dll, funcs in (prototypes() if table is None else table).items():
         lib = load(dll)
         for name, (restype, argtypes) in funcs.items():
             fn = getattr(lib, name)

@@ -61,6 +61,9 @@ from ctypes import wintypes as w
 from dataclasses import dataclass
 from typing import Any
 
+from . import win32
+from .win32 import _windll
+
 __all__ = ["RELAY_PIPE_SDDL", "SYSTEM_SID", "Ace", "Identity", "ImpersonationStuck",
            "PipeApi", "PipeConnection", "PipeReader", "PipeServer", "ServerNotTrusted",
            "Win32Error", "bind", "dacl", "open_pipe", "prototypes", "verify_server"]
@@ -205,18 +208,7 @@ def prototypes() -> dict[str, dict[str, tuple[Any, list[Any]]]]:
 
 def bind(load: Callable[[str], Any]) -> dict[str, Any]:
     """Load each DLL with *load* and declare every function's prototype on it."""
-    libs = {}
-    for dll, funcs in prototypes().items():
-        lib = load(dll)
-        for name, (restype, argtypes) in funcs.items():
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = restype, argtypes
-        libs[dll] = lib
-    return libs
-
-
-def _windll(name: str) -> Any:
-    return ctypes.WinDLL(name, use_last_error=True)  # type: ignore[attr-defined, unused-ignore]
+    return win32.bind(load, prototypes())
 
 
 def _get_last_error() -> int:

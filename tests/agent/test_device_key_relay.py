@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import cast
 
 import grpc
 import grpc.aio
@@ -86,9 +87,10 @@ async def relay(collector: MiniCollector, shared_dir: Path) -> AsyncIterator[Upl
     await r.stop()
 
 
-async def _send(path: Path, *msgs: pb.AgentMessage, wait_acks: int = 0) -> list[str]:
-    """Connect through the relay like the agent's Uplink does; return the kinds received."""
-    channel = RelayChannel(path)
+async def send_through(channel: RelayChannel, *msgs: pb.AgentMessage,
+                       wait_acks: int = 0) -> list[str]:
+    """Connect through a relay channel like the agent's Uplink does (Unix socket or named
+    pipe); return the kinds of the collector's replies, until *wait_acks* acks."""
     out: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
     for m in msgs:
         out.put_nowait(m)
@@ -98,15 +100,19 @@ async def _send(path: Path, *msgs: pb.AgentMessage, wait_acks: int = 0) -> list[
             yield m
 
     got: list[str] = []
-    call = pb_grpc.CollectorStub(channel).Connect(requests())  # type: ignore[arg-type]
+    call = pb_grpc.CollectorStub(cast(grpc.aio.Channel, channel)).Connect(requests())
     try:
         async for reply in call:
-            got.append(reply.WhichOneof("body"))
+            got.append(reply.WhichOneof("body") or "")
             if got.count("ack") >= wait_acks:
                 break
     finally:
         await channel.close()
     return got
+
+
+async def _send(path: Path, *msgs: pb.AgentMessage, wait_acks: int = 0) -> list[str]:
+    return await send_through(RelayChannel(path), *msgs, wait_acks=wait_acks)
 
 
 def _capture(cid: str, user: str) -> pb.Capture:

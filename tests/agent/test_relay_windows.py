@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from ctypes import wintypes as w
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -66,8 +66,8 @@ from agent.relay import (
 from agent.spool import Spool
 from agent.uplink import Uplink, mtls_channel_factory
 from proto import vigil_pb2 as pb
-from proto import vigil_pb2_grpc as pb_grpc
 from tests.agent.minicollector import MiniCollector
+from tests.agent.test_device_key_relay import send_through as _send
 
 PIPE = r"\\.\pipe\vigil-uplink-test"
 PSEUDO_PROCESS = ctypes.c_void_p(-1).value
@@ -915,27 +915,6 @@ def _capture(cid: str, user: str) -> pb.Capture:
 
 def _hb(user: str) -> pb.AgentMessage:
     return pb.AgentMessage(heartbeat=pb.Heartbeat(agent_version="test", os_user=user))
-
-
-async def _send(channel: RelayChannel, *msgs: pb.AgentMessage, wait_acks: int = 0) -> list[str]:
-    out: asyncio.Queue[pb.AgentMessage | None] = asyncio.Queue()
-    for m in msgs:
-        out.put_nowait(m)
-
-    async def requests() -> AsyncIterator[pb.AgentMessage]:
-        while (m := await out.get()) is not None:
-            yield m
-
-    got: list[str] = []
-    call = pb_grpc.CollectorStub(cast(grpc.aio.Channel, channel)).Connect(requests())
-    try:
-        async for reply in call:
-            got.append(reply.WhichOneof("body") or "")
-            if got.count("ack") >= wait_acks:
-                break
-    finally:
-        await channel.close()
-    return got
 
 
 def _impersonations(kernel: FakeKernel) -> list[tuple[str, int]]:
