@@ -4,10 +4,13 @@
 # /bin/bash 3.2 (no bash 4 features).
 #
 #   sudo installer/macos/install.sh --collector vigil.school.uk:7443 --token-file token.txt \
-#        --ca ca.crt [--wheel vigil-0.1.0-py3-none-any.whl] [--python /usr/local/bin/python3.12]
+#        --ca ca.crt --app "Vigil Agent.app" [--wheel vigil-0.1.0-py3-none-any.whl] \
+#        [--python /usr/local/bin/python3.12]
 #
 # Installs:
 #   /Library/Vigil/venv, /Library/Vigil/vigil_session.py
+#   /Library/Vigil/Vigil Agent.app   (the signed launcher the privacy profile names; it runs the
+#                                     agent in its own process: installer/macos/launcher)
 #   /Library/Application Support/Vigil/agent.toml, ca.crt   (users: read)
 #   /Library/Application Support/Vigil/enrol.toml           (the token: root only)
 #   /Library/Application Support/Vigil/device/              (the identity, enrolled ONCE here)
@@ -23,6 +26,8 @@ usage() {
 usage: install.sh --collector HOST:PORT (--token TOKEN | --token-file FILE) --ca FILE [options]
 
   --enroll HOST:PORT   enrolment port (default: collector host, port 7444)
+  --app DIR            the signed "Vigil Agent.app" built by installer/macos/launcher/build.sh
+                       (required: the privacy profile grants permissions to it, not to Python)
   --wheel FILE         install this vigil wheel (default: vigil from the package index)
   --python PY          Python 3.11+ (default: python3 from python.org, /usr/local/bin/python3)
   --root DIR           write everything under DIR and skip plutil/launchctl (tests, packaging)
@@ -31,7 +36,7 @@ USAGE
 }
 die() { echo "install.sh: $*" >&2; exit 2; }
 
-collector="" enroll="" token="" ca="" wheel="" python="/usr/local/bin/python3" root=""
+collector="" enroll="" token="" ca="" wheel="" bundle="" python="/usr/local/bin/python3" root=""
 enrol_now=1
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,6 +47,7 @@ while [ $# -gt 0 ]; do
                   token="$(tr -d '[:space:]' <"$2")"; shift 2 ;;
     --ca) ca="${2:?--ca needs a file}"; shift 2 ;;
     --wheel) wheel="${2:?--wheel needs a file}"; shift 2 ;;
+    --app) bundle="${2:?--app needs the Vigil Agent.app folder}"; shift 2 ;;
     --python) python="${2:?--python needs an interpreter}"; shift 2 ;;
     --root) root="${2:?--root needs a directory}"; shift 2 ;;
     --no-enrol) enrol_now=0; shift ;;
@@ -56,6 +62,8 @@ case "$token" in *[!A-Za-z0-9._~+/=:-]*) die "--token: unexpected characters; pa
 [ -f "$ca" ] || die "--ca FILE is required and must exist: copy ca.crt from the collector's data dir"
 grep -q "BEGIN CERTIFICATE" "$ca" || die "--ca: $ca is not a PEM certificate"
 [ -n "$enroll" ] || enroll="${collector%:*}:7444"
+[ -n "$bundle" ] || die "--app \"Vigil Agent.app\" is required: build and sign it with installer/macos/launcher/build.sh (the privacy profile names it; Python itself gets no permissions)"
+[ -x "$bundle/Contents/MacOS/vigil-agent" ] || die "--app: $bundle/Contents/MacOS/vigil-agent is missing: pass the .app folder build.sh made"
 if [ -n "$wheel" ]; then
   [ -f "$wheel" ] || die "--wheel: no such file: $wheel"
   wheel="$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")"
@@ -88,6 +96,13 @@ else
   "$app/venv/bin/python3" -m pip install -q "vigil[agent]"
 fi
 install -m 0644 "$here/../vigil_session.py" "$app/vigil_session.py"
+echo "==> $app/Vigil Agent.app (the signed launcher)"
+rm -rf "$app/Vigil Agent.app"
+if command -v ditto >/dev/null 2>&1; then
+  ditto "$bundle" "$app/Vigil Agent.app"   # keeps the signature and extended attributes
+else
+  cp -R "$bundle" "$app/Vigil Agent.app"
+fi
 
 echo "==> config in $conf"
 install -m 0644 "$ca" "$conf/ca.crt"
@@ -131,6 +146,7 @@ if [ -z "$root" ]; then
   chown root:wheel "$plist" "$daemon" "$uplink"
   # The key is root's alone (enrolment writes it 0600; the relay re-checks at every start).
   chown root:wheel "$conf/device"
+  chown -R root:wheel "$app/Vigil Agent.app"  # a pupil must not swap the binary TCC trusts
   for f in "$plist" "$daemon" "$uplink"; do
     plutil -lint "$f" >/dev/null || die "plutil rejected $f"
   done

@@ -63,6 +63,7 @@ def _plist(path: Path) -> dict[str, Any]:
 
 
 PLISTS = ["org.vigil.agent.plist", "org.vigil.enrol.plist", "org.vigil.uplink.plist"]
+APP_BINARY = "/Library/Vigil/Vigil Agent.app/Contents/MacOS/vigil-agent"
 
 
 @pytest.mark.parametrize("name", PLISTS)
@@ -71,8 +72,11 @@ def test_launchd_plists_use_only_documented_keys(name: str) -> None:
     assert set(plist) <= LAUNCHD_KEYS, set(plist) - LAUNCHD_KEYS
     assert plist["Label"] == name.removesuffix(".plist")
     assert plist["ProcessType"] in PROCESS_TYPES
-    assert plist["ProgramArguments"][0] == "/Library/Vigil/venv/bin/python3"
-    if name != "org.vigil.uplink.plist":
+    if name == "org.vigil.agent.plist":  # the signed launcher the privacy profile names
+        assert plist["ProgramArguments"][0] == APP_BINARY
+    else:  # root daemons: no privacy permissions, so plain Python
+        assert plist["ProgramArguments"][0] == "/Library/Vigil/venv/bin/python3"
+    if name == "org.vigil.enrol.plist":
         assert plist["ProgramArguments"][1] == "/Library/Vigil/vigil_session.py"
 
 
@@ -97,8 +101,9 @@ def test_launch_agent_plist_is_a_per_user_keepalive_agent() -> None:
     plist = _plist(MACOS / "org.vigil.agent.plist")
     assert plist["RunAtLoad"] is True and plist["KeepAlive"] is True
     assert plist["LimitLoadToSessionType"] == "Aqua"   # one per user GUI session
-    assert plist["ProgramArguments"][2:] == ["--config",
+    assert plist["ProgramArguments"][1:] == ["--config",
                                              "/Library/Application Support/Vigil/agent.toml"]
+    assert plist["AssociatedBundleIdentifiers"] == "org.vigil.agent"  # Login Items name it
 
 
 def test_enrol_daemon_retries_until_enrolled() -> None:
@@ -127,6 +132,11 @@ def test_pppc_profile_payloads_are_apples() -> None:
         for entry in entries:
             assert set(entry) <= TCC_IDENTITY_KEYS, set(entry) - TCC_IDENTITY_KEYS
             assert entry["IdentifierType"] in {"bundleID", "path"} and entry["CodeRequirement"]
+            # only the signed launcher, never Python (which would let every script have it)
+            assert entry["Identifier"] == "org.vigil.agent" == _plist(
+                MACOS / "launcher" / "Info.plist")["CFBundleIdentifier"]
+            assert entry["CodeRequirement"].startswith('identifier "org.vigil.agent" and ')
+            assert "python" not in entry["CodeRequirement"].lower()
             assert entry["Authorization"] in AUTHORIZATIONS
             if name in NOT_PRE_APPROVABLE:
                 assert entry["Authorization"] != "Allow", name
@@ -141,10 +151,22 @@ def test_pppc_profile_payloads_are_apples() -> None:
 def test_macos_install_writes_the_promised_files(built_wheel: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
     ca = write_ca(tmp_path / "ca.crt")
-    proc = run(["bash", str(MACOS / "install.sh"), "--root", str(root), "--collector",
-                "vigil.school.test:7443", "--token", "tok_1", "--ca", str(ca), "--wheel",
-                str(built_wheel), "--python", sys.executable, "--no-enrol"], cwd=tmp_path)
+    args = ["bash", str(MACOS / "install.sh"), "--root", str(root), "--collector",
+            "vigil.school.test:7443", "--token", "tok_1", "--ca", str(ca), "--wheel",
+            str(built_wheel), "--python", sys.executable, "--no-enrol"]
+    proc = run(args, cwd=tmp_path)  # no launcher: refused, with what to do, before any work
+    assert proc.returncode == 2 and "launcher/build.sh" in proc.stderr, proc.stderr
+    assert not root.exists() or not any(root.iterdir())
+    # a stand-in for the signed bundle build.sh makes (signing needs a Mac)
+    app = tmp_path / "Vigil Agent.app"
+    (app / "Contents" / "MacOS").mkdir(parents=True)
+    (app / "Contents" / "MacOS" / "vigil-agent").write_text("#!/bin/sh\n")
+    (app / "Contents" / "MacOS" / "vigil-agent").chmod(0o755)
+    (app / "Contents" / "Info.plist").write_bytes((MACOS / "launcher" / "Info.plist").read_bytes())
+    proc = run([*args, "--app", str(app)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    installed = root / "Library" / "Vigil" / "Vigil Agent.app" / "Contents" / "MacOS"
+    assert (installed / "vigil-agent").read_text() == "#!/bin/sh\n"
     conf = root / "Library" / "Application Support" / "Vigil"
     assert tomllib.loads((conf / "agent.toml").read_text()) == {
         "agent": {"collector": "vigil.school.test:7443"}}
