@@ -57,7 +57,7 @@ def _tables(samples: Sequence[Sample], ruleset: RuleSet, scorer: Scorer
         hits = ruleset.scan(s.text, s.source) + ruleset.evaluate(s.text, s.source)
         fired.append(any(h.rule.severity >= ALERT_SEVERITY for h in hits))
         per: dict[str, float] = {}
-        for w in scorer.score(s.text):
+        for w in scorer.score(s.text) if scorer.reads(s.text, s.source) else ():
             if w.severity >= ALERT_SEVERITY and w.score > per.get(w.category, 0.0):
                 per[w.category] = w.score
         best.append(per)

@@ -37,8 +37,9 @@ LINES = [
     # embedded in homework
     ("for the geography project we need the river map by friday. honestly nobody would even "
      "notice if i was gone, i've been planning how", "suicide"),
-    # Welsh
-    ("dw i ddim eisiau byw ddim mwy, mae pawb yn well hebdda i", "suicide"),
+    # Welsh, in words the context layer weighs (the keystroke matcher has no phrase for it;
+    # "dw i ddim eisiau byw ddim mwy" is a phrase of the library now, so it no longer served)
+    ("sori mam, dw i wedi blino ar fyw a fydda i ddim yma erbyn y bore", "suicide"),
 ]
 WINDOW = "Notes"
 

@@ -21,7 +21,7 @@ import pytest
 import rules
 from rules.calibrate import _GRID, _fit, _folds, calibrate
 from rules.corpus import Sample, load_corpus
-from rules.scorer import DEFAULT_MODEL, Score
+from rules.scorer import DEFAULT_MODEL, Score, Scorer
 
 from .conftest import ROOT
 
@@ -35,6 +35,8 @@ class TableScorer:
 
     def score(self, text: str) -> list[Score]:
         return [Score(cat, value, 4, text) for cat, value in self.table.get(text, {}).items()]
+
+    reads = staticmethod(Scorer.reads)
 
 
 def _sample(text: str, category: str) -> Sample:
